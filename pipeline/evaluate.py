@@ -1,0 +1,190 @@
+"""Evaluation on held-out problems: greedy pass@1, pass@k, PPM best-of-N and PPM-guided MCTS.
+
+A sampled solution is a one-child, one-rollout search: the same step parsing, code execution
+and grading as the rollouts, so evaluation and data generation can never disagree on what a
+solved problem is. The truth is only used to grade the answer each method finally picks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+import polars as pl
+
+from pipeline import layout, steps
+from pipeline.answer import is_equivalent
+from pipeline.mcts import MCTS, CodeRunner, MCTSConfig, Problem, Scorer, SearchTree
+from pipeline.tree import Node, walk
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The `evaluate` params group."""
+
+    source: str = "seeds"  # `seeds` (the test split) or any problem source load_problems reads
+    problems: int = 50  # held-out problems to evaluate (0 = all)
+    samples: int = 8  # N of pass@N and best-of-N
+    temperature: float = 0.7
+    mcts_rollouts: int = 4  # PPM-guided search budget per problem
+    mcts_children: int = 4
+    vote_top: int = 3  # answer of PPM-guided MCTS: vote among the top-scoring trajectories
+    seed: int = 0
+
+
+@dataclass
+class Chain:
+    """One sampled solution."""
+
+    problem: Problem
+    leaf: Node | None  # the answer node, or None when the chain ended without an answer
+
+    @property
+    def answer(self) -> str | None:
+        return self.leaf.final_answer if self.leaf is not None else None
+
+    @property
+    def correct(self) -> bool:
+        return bool(self.leaf is not None and self.leaf.correct)
+
+    def text(self, prompt: str) -> str:
+        texts = self.leaf.step_texts() if self.leaf is not None else []
+        return steps.generation_prefix(prompt, texts)
+
+
+def _answer_leaves(tree: SearchTree) -> list[Node]:
+    return [node for node in walk(tree.root) if node.terminal_kind == "answer"]
+
+
+def sample_chains(
+    engine, sandbox: CodeRunner, problems: Sequence[Problem], k: int, search: MCTSConfig,
+    temperature: float, seed: int,
+) -> list[list[Chain]]:  # fmt: skip
+    """``k`` independent solutions per problem, all problems and samples batched together."""
+    config = replace(search, rollouts=1, n_children=1, temperature=temperature, seed=seed)
+    copies = [problem for problem in problems for _ in range(k)]
+    trees = MCTS(engine, sandbox, config).search(copies)
+    chains = []
+    for index, problem in enumerate(problems):
+        group = trees[index * k : (index + 1) * k]
+        chains.append([Chain(problem, next(iter(_answer_leaves(tree)), None)) for tree in group])
+    return chains
+
+
+def pass_at_k(chains: list[list[Chain]]) -> float:
+    """Share of problems with at least one correct sample."""
+    return sum(any(chain.correct for chain in group) for group in chains) / max(len(chains), 1)
+
+
+def mean_sample_accuracy(chains: list[list[Chain]]) -> float:
+    """Unbiased pass@1 estimate from k samples per problem."""
+    total = sum(len(group) for group in chains)
+    return sum(chain.correct for group in chains for chain in group) / max(total, 1)
+
+
+def best_of_n(chains: list[list[Chain]], scorer: Scorer, prompt_style: str) -> float:
+    """Pick, per problem, the answered sample the PPM scores highest; share of correct picks."""
+    correct = 0
+    for group in chains:
+        answered = [chain for chain in group if chain.leaf is not None]
+        if not answered:
+            continue
+        prompt = steps.build_prompt(answered[0].problem.question, prompt_style)
+        scores = scorer.score([chain.text(prompt) for chain in answered])
+        best = max(range(len(answered)), key=lambda i: (scores[i], -i))
+        correct += answered[best].correct
+    return correct / max(len(chains), 1)
+
+
+def vote(leaves: list[Node], top: int, same: Callable[[str, str], bool] = is_equivalent) -> str | None:
+    """Majority answer among the ``top`` leaves by PPM score; ties go to the higher score."""
+    ranked = sorted(leaves, key=lambda leaf: -(leaf.ppm_score if leaf.ppm_score is not None else leaf.q))[:top]
+    groups: list[list[Node]] = []
+    for leaf in ranked:
+        for members in groups:
+            if same(leaf.final_answer or "", members[0].final_answer or ""):
+                members.append(leaf)
+                break
+        else:
+            groups.append([leaf])
+    if not groups:
+        return None
+    # Groups keep rank order, so max() on size alone resolves ties to the best-scored group.
+    return max(groups, key=len)[0].final_answer
+
+
+def ppm_guided_mcts(
+    engine, sandbox: CodeRunner, problems: Sequence[Problem], scorer: Scorer, search: MCTSConfig,
+    config: EvalConfig, grade: Callable[[str | None, str], bool] = is_equivalent,
+) -> float:  # fmt: skip
+    """Search with PPM values only (the truth never steers), then vote; share of correct votes."""
+    mcts_config = replace(search, rollouts=config.mcts_rollouts, n_children=config.mcts_children, seed=config.seed)
+    trees = MCTS(engine, sandbox, mcts_config, scorer=scorer, terminal_reward="ppm").search(problems)
+    correct = 0
+    for tree in trees:
+        answer = vote(_answer_leaves(tree), config.vote_top)
+        correct += answer is not None and grade(answer, tree.problem.answer)
+    return correct / max(len(trees), 1)
+
+
+def by_level(chains: list[list[Chain]], levels: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Greedy-or-sampled accuracy split by difficulty level (from problems.meta)."""
+    buckets: dict[str, list[list[Chain]]] = {}
+    for group in chains:
+        buckets.setdefault(levels.get(group[0].problem.problem_id, "all"), []).append(group)
+    return {
+        level: {"problems": len(groups), "pass_at_1": mean_sample_accuracy(groups), "pass_at_k": pass_at_k(groups)}
+        for level, groups in sorted(buckets.items())
+    }
+
+
+def answer_distribution(chains: list[list[Chain]]) -> dict[str, int]:
+    """How chains ended: with a correct answer, a wrong one, or none (useful when debugging)."""
+    counts: Counter[str] = Counter()
+    for group in chains:
+        for chain in group:
+            counts["correct" if chain.correct else "wrong" if chain.leaf is not None else "no_answer"] += 1
+    return dict(counts)
+
+
+def evaluate(
+    engine, sandbox: CodeRunner, problems: Sequence[Problem], search: MCTSConfig, config: EvalConfig,
+    scorer: Scorer | None = None, levels: dict[str, str] | None = None,
+) -> dict:  # fmt: skip
+    """All evaluation methods on one problem set; a metrics dict with an `accuracy` group."""
+    greedy = sample_chains(engine, sandbox, problems, 1, search, temperature=0.0, seed=config.seed)
+    sampled = sample_chains(engine, sandbox, problems, config.samples, search, config.temperature, config.seed)
+    accuracy = {"greedy": pass_at_k(greedy), f"pass_at_{config.samples}": pass_at_k(sampled),
+                "sampled_pass_at_1": mean_sample_accuracy(sampled)}  # fmt: skip
+    if scorer is not None:
+        accuracy[f"ppm_best_of_{config.samples}"] = best_of_n(sampled, scorer, search.prompt_style)
+        if config.mcts_rollouts > 0:
+            accuracy["ppm_mcts"] = ppm_guided_mcts(engine, sandbox, problems, scorer, search, config)
+    return {
+        "problems": len(problems),
+        "accuracy": {key: round(value, 4) for key, value in accuracy.items()},
+        "by_level": by_level(sampled, levels or {}),
+        "greedy_outcomes": answer_distribution(greedy),
+        "sampled_outcomes": answer_distribution(sampled),
+    }
+
+
+def held_out_problems(config: EvalConfig) -> tuple[list[Problem], dict[str, str]]:
+    """The evaluation set and each problem's difficulty level (from meta), sorted by id."""
+    if config.source == "seeds":
+        frame = pl.read_parquet(layout.PROBLEMS).filter(pl.col("split") == "test")
+    else:
+        from pipeline.problems import load_problems
+
+        frame = load_problems(config.source)
+    frame = frame.sort("problem_id")
+    if config.problems:
+        frame = frame.head(config.problems)
+    problems = [Problem(row["problem_id"], row["question"], row["answer"]) for row in frame.iter_rows(named=True)]
+    levels = {}
+    for row in frame.iter_rows(named=True):
+        meta = json.loads(row["meta"] or "{}") if row.get("meta") else {}
+        levels[row["problem_id"]] = str(meta.get("level", "all"))
+    return problems, levels

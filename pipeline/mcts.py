@@ -1,0 +1,348 @@
+"""Monte Carlo Tree Search over code-augmented steps, batched over many problems (DESIGN.md 2).
+
+All trees advance together: at each step every tree that needs an expansion contributes one
+prompt to a single generation call, all new code candidates run through one
+``Sandbox.run_many``, and (PPM-augmented rounds) all new non-terminal children are scored in one
+PPM call. Each tree keeps its own rollout counter, so a tree that finishes a rollout early starts
+its next one while the others catch up and batches stay full.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Protocol, Sequence
+
+from pipeline import steps
+from pipeline.answer import extract_answer, is_equivalent
+from pipeline.engines.base import Completion, Engine
+from pipeline.tree import Node, add_child, backup, make_root, select_child, to_rows
+
+
+class Scorer(Protocol):
+    """What the search needs of a PPM: scores in [-1, 1] for prompt + partial solutions."""
+
+    def score(self, texts: list[str]) -> list[float]: ...
+
+
+class CodeRunner(Protocol):
+    def run_many(self, codes: Sequence[str]) -> list: ...
+
+
+@dataclass(frozen=True)
+class MCTSConfig:
+    """The `mcts` params group; defaults are the paper's (DESIGN.md section 2)."""
+
+    rollouts: int = 8
+    n_children: int = 4
+    c_puct: float = 2.0
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_depth: int = 8
+    errors_threshold: int = 2
+    max_new_tokens: int = 256
+    prompt_style: Literal["sft", "few_shot"] = "sft"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("rollouts", "n_children", "max_depth", "errors_threshold", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"mcts.{name} must be at least 1, got {getattr(self, name)}")
+        if self.c_puct < 0 or self.temperature < 0:
+            raise ValueError("mcts.c_puct and mcts.temperature must not be negative")
+        if self.prompt_style not in ("sft", "few_shot"):
+            raise ValueError(f"mcts.prompt_style must be 'sft' or 'few_shot', got {self.prompt_style!r}")
+
+
+@dataclass
+class Problem:
+    problem_id: str
+    question: str
+    answer: str
+    rollouts: int | None = None  # per-problem budget (extra rollouts for unsolved problems)
+
+
+@dataclass
+class SearchTree:
+    problem: Problem
+    prompt: str
+    root: Node
+    rollouts_left: int
+    current: Node | None = None  # where the running rollout stands; None between rollouts
+
+    @property
+    def done(self) -> bool:
+        return self.root.is_terminal or (self.rollouts_left == 0 and self.current is None)
+
+
+@dataclass
+class SearchStats:
+    generation_calls: int = 0
+    prompts: int = 0
+    tokens: int = 0
+    code_runs: int = 0
+    code_errors: int = 0
+    ppm_calls: int = 0
+    nodes: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Candidate:
+    tree: SearchTree
+    parent: Node
+    parsed: steps.ParsedStep
+    completion: Completion
+
+
+ProgressCallback = Callable[[SearchStats], None]
+
+
+class MCTS:
+    """One round's search for a batch of problems.
+
+    ``engine`` generates steps, ``sandbox`` runs their code, ``scorer`` (optional) is the
+    previous round's PPM: with it the round is PPM-augmented, without it terminal-guided.
+    ``terminal_reward="ppm"`` is for evaluation, where the truth must not steer the search:
+    answers are still graded for the record, but the PPM's score is what is backed up.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        sandbox: CodeRunner,
+        config: MCTSConfig,
+        scorer: Scorer | None = None,
+        grade: Callable[[str | None, str], bool] = is_equivalent,
+        terminal_reward: Literal["truth", "ppm"] = "truth",
+    ) -> None:
+        if terminal_reward == "ppm" and scorer is None:
+            raise ValueError("terminal_reward='ppm' needs a PPM scorer")
+        self.terminal_reward = terminal_reward
+        self.engine = engine
+        self.sandbox = sandbox
+        self.config = config
+        self.scorer = scorer
+        self.grade = grade
+        self.stats = SearchStats()
+
+    # ------------------------------------------------------------------ driver
+
+    def search(
+        self, problems: Sequence[Problem], seed: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> list[SearchTree]:  # fmt: skip
+        """Run every problem's rollouts and return the finished trees."""
+        rng = random.Random(self.config.seed if seed is None else seed)
+        trees = [self._new_tree(problem) for problem in problems]
+        while True:
+            frontier = [leaf for tree in trees if (leaf := self._descend(tree)) is not None]
+            if not frontier:
+                break
+            self._expand(frontier, seed=rng.randrange(2**31))
+            for tree in trees:
+                if tree.current is not None:
+                    self._advance(tree)
+            if progress is not None:
+                progress(self.stats)
+        return trees
+
+    def _new_tree(self, problem: Problem) -> SearchTree:
+        root = make_root(problem.problem_id)
+        prompt = steps.build_prompt(problem.question, self.config.prompt_style)
+        budget = problem.rollouts if problem.rollouts is not None else self.config.rollouts
+        self.stats.nodes += 1
+        return SearchTree(problem, prompt, root, rollouts_left=budget)
+
+    def _descend(self, tree: SearchTree) -> SearchTree | None:
+        """Move the tree's rollout down to a node that needs expanding; None if it has no work."""
+        while True:
+            if tree.root.is_terminal:
+                tree.current = None
+                return None
+            if tree.current is None:
+                if tree.rollouts_left == 0:
+                    return None
+                tree.rollouts_left -= 1
+                tree.current = tree.root
+            node = tree.current
+            if not node.children:
+                return tree
+            child = select_child(node, self.config.c_puct)
+            if child is None:  # cannot happen: all-terminal parents are marked eagerly
+                _mark_exhausted(node)
+                tree.current = None
+                continue
+            tree.current = child
+
+    def _advance(self, tree: SearchTree) -> None:
+        """After an expansion: go on into the best non-terminal child, or end the rollout."""
+        node = tree.current
+        assert node is not None
+        if node.is_terminal:
+            tree.current = None
+            return
+        child = select_child(node, self.config.c_puct)
+        tree.current = child
+        # A rollout ends where every child is terminal; the next one starts from the root.
+        if child is None:
+            tree.current = None
+
+    # ------------------------------------------------------------------ expansion
+
+    def _expand(self, frontier: list[SearchTree], seed: int) -> None:
+        nodes = [tree.current for tree in frontier]
+        prompts = [steps.generation_prefix(t.prompt, n.step_texts()) for t, n in zip(frontier, nodes)]
+        completions = self.engine.generate(
+            prompts,
+            n=self.config.n_children,
+            stop=steps.STOP_STRINGS,
+            max_new_tokens=self.config.max_new_tokens,
+            temperature=self.config.temperature,
+            top_p=self.config.top_p,
+            seed=seed,
+        )
+        self.stats.generation_calls += 1
+        self.stats.prompts += len(prompts)
+        candidates: list[_Candidate] = []
+        for tree, node, samples in zip(frontier, nodes, completions):
+            for completion, parsed in _distinct_candidates(samples):
+                candidates.append(_Candidate(tree, node, parsed, completion))
+                self.stats.tokens += completion.tokens
+
+        observations = self._run_code(candidates)
+        new_children: list[tuple[SearchTree, Node]] = []
+        answers: list[tuple[SearchTree, Node]] = []
+        for candidate, observation in zip(candidates, observations):
+            child = self._make_child(candidate, observation)
+            self.stats.nodes += 1
+            if not child.is_terminal:
+                new_children.append((candidate.tree, child))
+            elif child.terminal_kind == "answer":
+                answers.append((candidate.tree, child))
+        if self.terminal_reward == "ppm" and answers:
+            for (_, child), score in zip(answers, self._ppm_scores(answers)):
+                child.ppm_score = score
+                backup(child, score)
+        if self.scorer is not None and new_children:
+            for (_, child), score in zip(new_children, self._ppm_scores(new_children)):
+                child.ppm_score = score
+                child.update(score)
+        for node in nodes:
+            if node.children and all(child.is_terminal for child in node.children):
+                _mark_exhausted(node)
+            elif not node.children:  # every sample was a duplicate of nothing: no usable step
+                _mark_exhausted(node)
+
+    def _run_code(self, candidates: list[_Candidate]) -> list[tuple[str, str | None] | None]:
+        """Run each code candidate's whole program once; identical programs share one run."""
+        programs: dict[str, int] = {}
+        order: list[str] = []
+        wanted: list[str | None] = []
+        for candidate in candidates:
+            if candidate.parsed.kind != "code" or self._too_deep(candidate.parent):
+                wanted.append(None)
+                continue
+            source = steps.program(candidate.parent.codes() + [candidate.parsed.code])
+            if source not in programs:
+                programs[source] = len(order)
+                order.append(source)
+            wanted.append(source)
+        results = self.sandbox.run_many(order) if order else []
+        self.stats.code_runs += len(order)
+        outputs: list[tuple[str, str | None] | None] = []
+        for source in wanted:
+            if source is None:
+                outputs.append(None)
+                continue
+            result = results[programs[source]]
+            outputs.append((result.stdout, result.error))
+        return outputs
+
+    def _too_deep(self, parent: Node) -> bool:
+        return parent.depth + 1 > self.config.max_depth
+
+    def _make_child(self, candidate: _Candidate, observation: tuple[str, str | None] | None) -> Node:
+        """Create one child and apply the terminal rules of DESIGN.md section 2."""
+        parsed, parent = candidate.parsed, candidate.parent
+        text = parsed.text
+        if parsed.kind == "code" and observation is not None:
+            stdout, error = observation
+            text = steps.with_observation(parsed, error if error else stdout)
+        child = add_child(parent, text)
+        child.tokens = candidate.completion.tokens
+        child.code = parsed.code if parsed.kind == "code" else ""
+
+        if self._too_deep(parent):
+            _terminate_invalid(child, "too_deep")
+        elif parsed.kind == "unparsable":
+            _terminate_invalid(child, "unparsable")
+        elif parsed.kind == "answer":
+            answer = extract_answer(parsed.text)
+            if answer is None:
+                _terminate_invalid(child, "unparsable")
+            else:
+                child.is_terminal, child.terminal_kind = True, "answer"
+                child.final_answer = answer
+                child.correct = bool(self.grade(answer, candidate.tree.problem.answer))
+                if self.terminal_reward == "truth":
+                    backup(child, 1.0 if child.correct else -1.0)
+        else:
+            assert observation is not None
+            stdout, error = observation
+            child.observation = error if error else stdout
+            if error:
+                self.stats.code_errors += 1
+                child.is_error = True
+                child.consecutive_errors = parent.consecutive_errors + 1
+                if child.consecutive_errors >= self.config.errors_threshold:
+                    _terminate_invalid(child, "too_many_errors")
+        return child
+
+    def _ppm_scores(self, nodes: list[tuple[SearchTree, Node]]) -> list[float]:
+        """One PPM call for prompt + partial solution of every node given."""
+        texts = [steps.generation_prefix(tree.prompt, node.step_texts()) for tree, node in nodes]
+        self.stats.ppm_calls += 1
+        return [float(score) for score in self.scorer.score(texts)]
+
+
+def _distinct_candidates(samples: list[Completion]) -> list[tuple[Completion, steps.ParsedStep]]:
+    """Drop exact duplicates; of the samples that reached <end_of_answer>, keep only the first."""
+    seen: set[str] = set()
+    kept: list[tuple[Completion, steps.ParsedStep]] = []
+    answered = False
+    for completion in samples:
+        parsed = steps.parse_step(completion.text)
+        if parsed.text in seen:
+            continue
+        seen.add(parsed.text)
+        if parsed.text.endswith(steps.END_OF_ANSWER):
+            if answered:
+                continue
+            answered = True
+        kept.append((completion, parsed))
+    return kept
+
+
+def _terminate_invalid(node: Node, kind: str) -> None:
+    """Unparsable, too deep and too many errors: terminal, update(-1) on the node itself only."""
+    node.is_terminal = True
+    node.terminal_kind = kind
+    node.update(-1.0)
+
+
+def _mark_exhausted(node: Node) -> None:
+    """A node whose children are all terminal becomes terminal, and so on up the tree."""
+    current: Node | None = node
+    while current is not None and not current.is_terminal:
+        if current.children and not all(child.is_terminal for child in current.children):
+            return
+        current.is_terminal = True
+        current = current.parent
+
+
+def tree_rows(trees: Sequence[SearchTree], round_: int) -> list[dict]:
+    rows: list[dict] = []
+    for tree in trees:
+        rows.extend(to_rows(tree.root, tree.problem.problem_id, round_))
+    return rows

@@ -1,0 +1,35 @@
+"""Scratch copies of the repository, for smoke runs and DAG tests that must not touch the tree."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def project_files(repo: Path) -> list[str]:
+    """Tracked files plus untracked ones git does not ignore: the working tree as a user has it."""
+    listed = _git(repo, "ls-files", "--cached", "--others", "--exclude-standard", "-z")
+    return [name for name in listed.split("\0") if name and (repo / name).is_file()]
+
+
+def scratch_copy(repo: Path, destination: Path | None = None) -> Path:
+    """Copy the project into a fresh git repository (one commit) and return its path."""
+    repo = repo.resolve()
+    target = Path(destination or tempfile.mkdtemp(prefix="rstar-scratch-"))
+    target.mkdir(parents=True, exist_ok=True)
+    for name in project_files(repo):
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(repo / name, target / name)
+    _git(target, "init", "-q", "-b", "main")
+    _git(target, "add", "-A")
+    _git(target, "-c", "user.name=rstar", "-c", "user.email=rstar@localhost",
+         "commit", "-q", "-m", "scratch copy")  # fmt: skip
+    return target

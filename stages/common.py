@@ -1,0 +1,12 @@
+"""Argument parsing shared by the per-round stages."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def round_arguments(description: str | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--round", required=True, help="round key, e.g. r1")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    return parser.parse_args()

@@ -1,0 +1,45 @@
+"""Stage `pairs@rN`: step-level preference pairs for the PPM (DESIGN.md section 2, PPM pairs).
+
+Reads data/rounds/rN/nodes.parquet and data/seeds/problems.parquet; writes pairs.parquet and
+pairs_stats.json under data/rounds/rN/.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import polars as pl
+
+from pipeline import layout
+from pipeline.config import group, load_params
+from pipeline.sql import derive_pairs
+from pipeline.io import write_json
+from stages.common import round_arguments
+
+
+@dataclass(frozen=True)
+class PairsConfig:
+    """The `pairs` params group."""
+
+    min_margin: float = 0.5
+    min_edit: int = 20
+    heldout_fraction: float = 0.1
+
+
+def main() -> None:
+    args = round_arguments(__doc__)
+    config = group(load_params(args.params), "pairs", PairsConfig)
+    started = time.perf_counter()
+    out_dir = layout.round_dir(args.round)
+    count = derive_pairs(out_dir / "nodes.parquet", layout.PROBLEMS, out_dir / "pairs.parquet", **vars(config))
+    splits = pl.read_parquet(out_dir / "pairs.parquet", columns=["split"])["split"].value_counts()
+    write_json(out_dir / "pairs_stats.json", {
+        "pairs": count, "by_split": dict(zip(splits["split"].to_list(), splits["count"].to_list())),
+        "seconds": round(time.perf_counter() - started, 2),
+    })  # fmt: skip
+    print(f"{args.round}: {count} preference pairs")
+
+
+if __name__ == "__main__":
+    main()

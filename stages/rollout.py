@@ -1,0 +1,168 @@
+"""Stage `rollout@rN`: MCTS over the training problems with round N's policy (and PPM).
+
+Reads data/seeds/problems.parquet, the policy named by `rounds.rN.policy`, the PPM named by
+`rounds.rN.ppm` (`none`: terminal-guided) and the per-problem status after the round named by
+`rounds.rN.previous` (problems never solved get `rounds.rN.unsolved_rollouts`). Writes
+data/rounds/rN/nodes.parquet, problem_status.parquet and rollout_stats.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+from tqdm import tqdm
+
+from pipeline import layout
+from pipeline.config import group, load_params
+from pipeline.engines import make_engine
+from pipeline.mcts import MCTS, MCTSConfig, Problem
+from pipeline.io import write_json, write_parquet
+from pipeline.rollout import fingerprint, run_sharded
+from pipeline.sandbox import Sandbox
+from pipeline.config import SandboxConfig
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    """One entry of the `rounds` params group (the schedule of DESIGN.md section 1)."""
+
+    policy: str = "base"  # base, warm_start or rN
+    ppm: str = "none"  # none (terminal-guided) or rN (PPM-augmented)
+    previous: str = "r0"  # the round whose per-problem status this one continues
+    rollouts: int = 8
+    unsolved_rollouts: int | None = None  # budget for problems unsolved in every earlier round
+    prompt_style: str = "sft"
+    problems: int | None = None  # cap on training problems searched this round
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    shard_size: int = 16
+
+
+def load_training_problems(path: Path, config: RoundConfig, status: pl.DataFrame | None) -> list[Problem]:
+    frame = pl.read_parquet(path).filter(pl.col("split") == "train").sort("problem_id")
+    if config.problems is not None:
+        frame = frame.head(config.problems)
+    unsolved: set[str] = set()
+    if status is not None and config.unsolved_rollouts is not None:
+        unsolved = set(status.filter(~pl.col("solved_ever"))["problem_id"].to_list())
+    return [
+        Problem(row["problem_id"], row["question"], row["answer"],
+                rollouts=config.unsolved_rollouts if row["problem_id"] in unsolved else config.rollouts)
+        for row in frame.iter_rows(named=True)
+    ]  # fmt: skip
+
+
+def problem_status(nodes: pl.DataFrame, problems: list[Problem], previous: pl.DataFrame | None) -> pl.DataFrame:
+    """Per problem: solved this round, solved in any round so far, rounds attempted."""
+    solved_now = set(nodes.filter(pl.col("correct").fill_null(False))["problem_id"].to_list())
+    earlier = {} if previous is None else {
+        row["problem_id"]: row for row in previous.iter_rows(named=True)
+    }  # fmt: skip
+    rows = []
+    for problem in problems:
+        before = earlier.get(problem.problem_id, {})
+        rows.append({
+            "problem_id": problem.problem_id,
+            "solved": problem.problem_id in solved_now,
+            "solved_ever": problem.problem_id in solved_now or bool(before.get("solved_ever", False)),
+            "rounds_attempted": int(before.get("rounds_attempted", 0)) + 1,
+        })  # fmt: skip
+    return pl.DataFrame(rows, schema={"problem_id": pl.String, "solved": pl.Boolean,
+                                      "solved_ever": pl.Boolean, "rounds_attempted": pl.Int32})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--round", required=True, help="round key, e.g. r1")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+
+    params = load_params(args.params)
+    round_key = args.round
+    round_ = layout.round_number(round_key)
+    rounds = params.get("rounds") or {}
+    if round_key not in rounds:
+        raise SystemExit(f"error: params.yaml has no rounds.{round_key}")
+    config = group(rounds, round_key, RoundConfig)
+    mcts_config = group(params, "mcts", MCTSConfig, rollouts=config.rollouts, prompt_style=config.prompt_style)
+    sandbox_config = group(params, "sandbox", SandboxConfig)
+    rollout_config = group(params, "rollout", RolloutConfig)
+    engine_options = dict(params.get("engine") or {})
+    engine_kind = engine_options.pop("kind", "transformers")
+
+    out_dir = layout.round_dir(round_key)
+    previous_status = pl.read_parquet(layout.round_dir(config.previous) / "problem_status.parquet")
+    problems = load_training_problems(layout.PROBLEMS, config, previous_status)
+
+    policy_path = layout.model_dir(config.policy)
+    scorer = None
+    if config.ppm != layout.NO_PPM:
+        from pipeline.ppm import PPM
+
+        scorer = PPM.load(layout.ppm_dir(config.ppm))
+    key = fingerprint({
+        "round": round_key, "config": vars(config), "mcts": vars(mcts_config),
+        "engine": [engine_kind, engine_options], "problems": [vars(p) for p in problems],
+        "policy": _folder_signature(policy_path),
+        "ppm": _folder_signature(layout.ppm_dir(config.ppm)),
+    })  # fmt: skip
+
+    engine = make_engine(engine_kind, str(policy_path), **engine_options)
+    bar = tqdm(total=len(problems), desc=f"rollout {round_key}", unit="problem")
+    tokens_seen = [0]
+
+    def on_progress(stats) -> None:
+        bar.set_postfix(nodes=stats.nodes, tok_s=f"{stats.tokens / max(bar.format_dict['elapsed'], 1e-9):.0f}")
+
+    def on_shard(index: int, count: int, stats) -> None:
+        tokens_seen[0] += stats.tokens
+        bar.update(count)
+
+    with Sandbox(**vars(sandbox_config)) as sandbox:
+        report = run_sharded(
+            problems,
+            lambda: MCTS(engine, sandbox, mcts_config, scorer=scorer),
+            round_=round_,
+            work_dir=out_dir / ".shards",
+            out_path=out_dir / "nodes.parquet",
+            shard_size=rollout_config.shard_size,
+            seed=mcts_config.seed,
+            key=key,
+            on_shard=on_shard,
+            progress=on_progress,
+        )
+    bar.close()
+    engine.close()
+
+    nodes = pl.read_parquet(out_dir / "nodes.parquet")
+    status = problem_status(nodes, problems, previous_status)
+    write_parquet(status, out_dir / "problem_status.parquet")
+    stats = report.as_dict() | {
+        "round": round_,
+        "mode": "ppm_augmented" if scorer else "terminal_guided",
+        "solved_ever": int(status["solved_ever"].sum()),
+    }
+    write_json(out_dir / "rollout_stats.json", stats)
+    print(f"{round_key}: solved {report.solved} of {report.problems} problems "
+          f"({report.nodes} nodes, {report.tokens} tokens, {report.seconds:.0f} s)")  # fmt: skip
+
+
+def _folder_signature(path: Path) -> list[tuple[str, str]]:
+    """Content identity of a model folder, so shards of another model are never resumed."""
+    if not path.exists():
+        raise SystemExit(f"error: model folder {path} does not exist (run its stage first)")
+    signature = []
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        with file.open("rb") as handle:
+            signature.append((str(file.relative_to(path)), hashlib.file_digest(handle, "sha1").hexdigest()))
+    return signature
+
+
+if __name__ == "__main__":
+    main()
