@@ -23,7 +23,7 @@ def doctor() -> None:
 
     report = isolation_report()
     table = Table("layer", "status")
-    for layer, status in (report.items() if isinstance(report, dict) else vars(report).items()):
+    for layer, status in report.items() if isinstance(report, dict) else vars(report).items():
         table.add_row(layer, str(status))
     console.print(table)
 
@@ -40,38 +40,52 @@ def profile(
     from pipeline.profiles import ProfileError, active_profile, available_profiles, switch_profile
 
     if name is None:
-        console.print(f"active: {active_profile(repo)}; available: {', '.join(available_profiles(repo))}")
+        console.print(
+            f"active: {active_profile(repo)}; available: {', '.join(available_profiles(repo))}"
+        )
         return
     try:
         switch_profile(repo, name)
     except ProfileError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
-    console.print(f"params.yaml now holds the {name!r} profile; run `dvc repro` to rebuild what changed")
+    console.print(
+        f"params.yaml now holds the {name!r} profile; run `dvc repro` to rebuild what changed"
+    )
 
 
 @app.command()
 def validate(
     table: str = typer.Argument(..., help="problems, nodes, trajectories, sft or pairs"),
     path: Path = typer.Argument(..., help="Parquet file of that table"),
-    problems: Path = typer.Option(None, help="problems.parquet: check that every problem id is known"),
+    problems: Path = typer.Option(
+        None, help="problems.parquet: check that every problem id is known"
+    ),
     min_margin: float = typer.Option(0.5, help="pairs: the smallest margin allowed"),
     report: Path = typer.Option(None, help="also write the full JSON report here"),
 ) -> None:
     """Check a table against its contract (DESIGN.md section 3); non-zero exit when it breaks it."""
     from pipeline.checks import run_validate_cli
 
-    raise typer.Exit(run_validate_cli(table, path, problems_path=problems, min_margin=min_margin, report_path=report))
+    raise typer.Exit(
+        run_validate_cli(
+            table, path, problems_path=problems, min_margin=min_margin, report_path=report
+        )
+    )
 
 
 @app.command("eval")
 def evaluate_models(
     policy: Path = typer.Option(..., help="policy model folder (Hugging Face format)"),
     ppm: Path = typer.Option(None, help="PPM folder; enables best-of-N and PPM-guided MCTS"),
-    problems: str = typer.Option("seeds", help="`seeds` (test split of data/seeds) or any problem source"),
+    problems: str = typer.Option(
+        "seeds", help="`seeds` (test split of data/seeds) or any problem source"
+    ),
     limit: int = typer.Option(50, help="evaluate at most this many problems (0 = all)"),
     samples: int = typer.Option(8, help="N of pass@N and best-of-N"),
-    params: Path = typer.Option(Path("params.yaml"), help="params file for the mcts, engine and sandbox groups"),
+    params: Path = typer.Option(
+        Path("params.yaml"), help="params file for the mcts, engine and sandbox groups"
+    ),
     output: Path = typer.Option(None, help="write the metrics JSON here"),
 ) -> None:
     """Evaluate a policy (and PPM) on held-out problems: greedy, pass@N, best-of-N, PPM-guided MCTS."""
@@ -85,7 +99,9 @@ def evaluate_models(
     from pipeline.sandbox import Sandbox
 
     settings = load_params(params)
-    config = group(settings, "evaluate", EvalConfig, source=problems, problems=limit, samples=samples)
+    config = group(
+        settings, "evaluate", EvalConfig, source=problems, problems=limit, samples=samples
+    )
     search = group(settings, "mcts", MCTSConfig)
     engine_options = dict(settings.get("engine") or {})
     engine = make_engine(engine_options.pop("kind", "transformers"), str(policy), **engine_options)
@@ -96,7 +112,9 @@ def evaluate_models(
         scorer = PPM.load(ppm)
     problem_list, levels = held_out_problems(config)
     with Sandbox(**vars(group(settings, "sandbox", SandboxConfig))) as sandbox:
-        metrics = evaluate(engine, sandbox, problem_list, search, config, scorer=scorer, levels=levels)
+        metrics = evaluate(
+            engine, sandbox, problem_list, search, config, scorer=scorer, levels=levels
+        )
     engine.close()
     if output is not None:
         write_json(output, metrics)

@@ -45,7 +45,9 @@ def group(params: dict[str, Any], name: str, cls: type[T], **overrides: Any) -> 
     known = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ParamsError(f"params group {name!r}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ParamsError(
+            f"params group {name!r}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
     try:
         return cls(**values)
     except (TypeError, ValueError) as error:

@@ -98,9 +98,13 @@ def best_of_n(chains: list[list[Chain]], scorer: Scorer, prompt_style: str) -> f
     return correct / max(len(chains), 1)
 
 
-def vote(leaves: list[Node], top: int, same: Callable[[str, str], bool] = is_equivalent) -> str | None:
+def vote(
+    leaves: list[Node], top: int, same: Callable[[str, str], bool] = is_equivalent
+) -> str | None:
     """Majority answer among the ``top`` leaves by PPM score; ties go to the higher score."""
-    ranked = sorted(leaves, key=lambda leaf: -(leaf.ppm_score if leaf.ppm_score is not None else leaf.q))[:top]
+    ranked = sorted(
+        leaves, key=lambda leaf: -(leaf.ppm_score if leaf.ppm_score is not None else leaf.q)
+    )[:top]
     groups: list[list[Node]] = []
     for leaf in ranked:
         for members in groups:
@@ -120,8 +124,12 @@ def ppm_guided_mcts(
     config: EvalConfig, grade: Callable[[str | None, str], bool] = is_equivalent,
 ) -> float:  # fmt: skip
     """Search with PPM values only (the truth never steers), then vote; share of correct votes."""
-    mcts_config = replace(search, rollouts=config.mcts_rollouts, n_children=config.mcts_children, seed=config.seed)
-    trees = MCTS(engine, sandbox, mcts_config, scorer=scorer, terminal_reward="ppm").search(problems)
+    mcts_config = replace(
+        search, rollouts=config.mcts_rollouts, n_children=config.mcts_children, seed=config.seed
+    )
+    trees = MCTS(engine, sandbox, mcts_config, scorer=scorer, terminal_reward="ppm").search(
+        problems
+    )
     correct = 0
     for tree in trees:
         answer = vote(_answer_leaves(tree), config.vote_top)
@@ -135,7 +143,11 @@ def by_level(chains: list[list[Chain]], levels: dict[str, str]) -> dict[str, dic
     for group in chains:
         buckets.setdefault(levels.get(group[0].problem.problem_id, "all"), []).append(group)
     return {
-        level: {"problems": len(groups), "pass_at_1": mean_sample_accuracy(groups), "pass_at_k": pass_at_k(groups)}
+        level: {
+            "problems": len(groups),
+            "pass_at_1": mean_sample_accuracy(groups),
+            "pass_at_k": pass_at_k(groups),
+        }
         for level, groups in sorted(buckets.items())
     }
 
@@ -145,7 +157,9 @@ def answer_distribution(chains: list[list[Chain]]) -> dict[str, int]:
     counts: Counter[str] = Counter()
     for group in chains:
         for chain in group:
-            counts["correct" if chain.correct else "wrong" if chain.leaf is not None else "no_answer"] += 1
+            counts[
+                "correct" if chain.correct else "wrong" if chain.leaf is not None else "no_answer"
+            ] += 1
     return dict(counts)
 
 
@@ -155,13 +169,17 @@ def evaluate(
 ) -> dict:  # fmt: skip
     """All evaluation methods on one problem set; a metrics dict with an `accuracy` group."""
     greedy = sample_chains(engine, sandbox, problems, 1, search, temperature=0.0, seed=config.seed)
-    sampled = sample_chains(engine, sandbox, problems, config.samples, search, config.temperature, config.seed)
+    sampled = sample_chains(
+        engine, sandbox, problems, config.samples, search, config.temperature, config.seed
+    )
     accuracy = {"greedy": pass_at_k(greedy), f"pass_at_{config.samples}": pass_at_k(sampled),
                 "sampled_pass_at_1": mean_sample_accuracy(sampled)}  # fmt: skip
     if scorer is not None:
         accuracy[f"ppm_best_of_{config.samples}"] = best_of_n(sampled, scorer, search.prompt_style)
         if config.mcts_rollouts > 0:
-            accuracy["ppm_mcts"] = ppm_guided_mcts(engine, sandbox, problems, scorer, search, config)
+            accuracy["ppm_mcts"] = ppm_guided_mcts(
+                engine, sandbox, problems, scorer, search, config
+            )
     return {
         "problems": len(problems),
         "accuracy": {key: round(value, 4) for key, value in accuracy.items()},
@@ -182,7 +200,10 @@ def held_out_problems(config: EvalConfig) -> tuple[list[Problem], dict[str, str]
     frame = frame.sort("problem_id")
     if config.problems:
         frame = frame.head(config.problems)
-    problems = [Problem(row["problem_id"], row["question"], row["answer"]) for row in frame.iter_rows(named=True)]
+    problems = [
+        Problem(row["problem_id"], row["question"], row["answer"])
+        for row in frame.iter_rows(named=True)
+    ]
     levels = {}
     for row in frame.iter_rows(named=True):
         meta = json.loads(row["meta"] or "{}") if row.get("meta") else {}

@@ -51,7 +51,9 @@ class MCTSConfig:
         if self.c_puct < 0 or self.temperature < 0:
             raise ValueError("mcts.c_puct and mcts.temperature must not be negative")
         if self.prompt_style not in ("sft", "few_shot"):
-            raise ValueError(f"mcts.prompt_style must be 'sft' or 'few_shot', got {self.prompt_style!r}")
+            raise ValueError(
+                f"mcts.prompt_style must be 'sft' or 'few_shot', got {self.prompt_style!r}"
+            )
 
 
 @dataclass
@@ -192,7 +194,9 @@ class MCTS:
 
     def _expand(self, frontier: list[SearchTree], seed: int) -> None:
         nodes = [tree.current for tree in frontier]
-        prompts = [steps.generation_prefix(t.prompt, n.step_texts()) for t, n in zip(frontier, nodes)]
+        prompts = [
+            steps.generation_prefix(t.prompt, n.step_texts()) for t, n in zip(frontier, nodes)
+        ]
         completions = self.engine.generate(
             prompts,
             n=self.config.n_children,
@@ -262,7 +266,9 @@ class MCTS:
     def _too_deep(self, parent: Node) -> bool:
         return parent.depth + 1 > self.config.max_depth
 
-    def _make_child(self, candidate: _Candidate, observation: tuple[str, str | None] | None) -> Node:
+    def _make_child(
+        self, candidate: _Candidate, observation: tuple[str, str | None] | None
+    ) -> Node:
         """Create one child and apply the terminal rules of DESIGN.md section 2."""
         parsed, parent = candidate.parsed, candidate.parent
         text = parsed.text

@@ -89,7 +89,9 @@ def run_sharded(
             report.shards_resumed += 1
             continue
         search = make_search()
-        trees = search.search(problems[start : start + shard_size], seed=shard_seed(seed, index), progress=progress)
+        trees = search.search(
+            problems[start : start + shard_size], seed=shard_seed(seed, index), progress=progress
+        )
         frame = pl.DataFrame(tree_rows(trees, round_), schema=NODES_SCHEMA)
         write_parquet(frame, path)
         stats = vars(search.stats)
@@ -97,7 +99,11 @@ def run_sharded(
         if on_shard is not None:
             on_shard(index, len(trees), search.stats)
     report.shards = len(shard_paths)
-    nodes = pl.concat([pl.read_parquet(path) for path in shard_paths]) if shard_paths else pl.DataFrame(schema=NODES_SCHEMA)
+    nodes = (
+        pl.concat([pl.read_parquet(path) for path in shard_paths])
+        if shard_paths
+        else pl.DataFrame(schema=NODES_SCHEMA)
+    )
     write_parquet(nodes, out_path)
     _summarise(report, nodes, shard_dir, len(shard_paths))
     report.seconds = round(time.perf_counter() - started, 2)

@@ -39,9 +39,7 @@ SOLUTION_OPEN = CODE + "\n"
 # Observations are shown back to the model; a runaway print must not flood the context.
 MAX_OBSERVATION_CHARS = 1024
 
-SFT_PROMPT = (
-    "<|user|>:\n{question}\n<|assistant|>: Let's think step by step and solve the problem with code."
-)
+SFT_PROMPT = "<|user|>:\n{question}\n<|assistant|>: Let's think step by step and solve the problem with code."
 
 INSTRUCTION = (
     "Solve the math problem with Python code, one small step at a time. Each step is a few lines "
@@ -56,7 +54,12 @@ _FEW_SHOT_EXAMPLES = (
         [
             "# Step 1: muffins sold are 3/4 of 24\nsold = 24 * 3 // 4\n" + END_OF_STEP + "\n",
             "# Step 2: the rest are left; print it\nleft = 24 - sold\nprint(left)\n"
-            + END_OF_CODE + "\n" + OUTPUT + "6" + END_OF_OUTPUT + "\n",
+            + END_OF_CODE
+            + "\n"
+            + OUTPUT
+            + "6"
+            + END_OF_OUTPUT
+            + "\n",
             ANSWER + "The answer is \\boxed{6}" + END_OF_ANSWER,
         ],
     ),
@@ -66,7 +69,12 @@ _FEW_SHOT_EXAMPLES = (
             "# Step 1: set up the equation with sympy\nfrom sympy import symbols, Eq, solve\n"
             "x = symbols('x')\nequation = Eq(3 * x + 7, 25)\n" + END_OF_STEP + "\n",
             "# Step 2: solve it and print the root\nprint(solve(equation, x)[0])\n"
-            + END_OF_CODE + "\n" + OUTPUT + "6" + END_OF_OUTPUT + "\n",
+            + END_OF_CODE
+            + "\n"
+            + OUTPUT
+            + "6"
+            + END_OF_OUTPUT
+            + "\n",
             ANSWER + "The answer is \\boxed{6}" + END_OF_ANSWER,
         ],
     ),

@@ -80,8 +80,9 @@ def test_trees_of_a_batch_share_generation_calls(sandbox):
     search = MCTS(engine, sandbox, MCTSConfig(rollouts=2, n_children=3))
     problems = [Problem(f"p{i}", f"Question {i}: what is 6 * 2?", "12") for i in range(4)]
     trees = search.search(problems)
-    # One tree needs 6 expansions; four trees in lock-step need 6 calls of 4 prompts.
-    assert [len(call) for call in engine.calls] == [4] * 6
+    # One tree needs 5 expansions (root, A, A's code step, B, B's code step); four trees in
+    # lock-step need 5 calls of 4 prompts.
+    assert [len(call) for call in engine.calls] == [4] * 5
     assert all(tree.root.visits == 3 for tree in trees)
 
 
@@ -106,7 +107,9 @@ def test_consecutive_errors_end_the_branch(sandbox):
     (tree,) = search.search([Problem("p", "q", "1")])
     first = tree.root.children[0]
     second = first.children[0]
-    assert first.is_error and not first.is_terminal and first.consecutive_errors == 1
+    # The first error does not end the branch; its node only turns terminal once its one
+    # child is terminal, and it keeps terminal_kind null (DESIGN.md section 3).
+    assert first.is_error and first.terminal_kind is None and first.consecutive_errors == 1
     assert first.observation.startswith("ZeroDivisionError")
     assert second.terminal_kind == "too_many_errors" and second.consecutive_errors == 2
     # An invalid terminal is penalised on itself only.

@@ -1,0 +1,352 @@
+"""Answer extraction and grading: the +1 / -1 of a terminal step (DESIGN.md section 2).
+
+``extract_answer`` takes the last ``\\boxed{...}`` of a step; ``is_equivalent`` says whether a
+predicted answer equals the ground truth, for MATH's LaTeX answers, GSM8K's plain numbers and
+what a program prints (``72.0``, ``3/4``, ``sqrt(2)``, ``pi/2``).
+
+Grading runs in two tiers, so bulk grading stays fast and no input can hang the caller:
+
+1. a fast path here, without sympy: answers equal after cheap normalisation, or both plain
+   numbers (``1,080``, ``72.0``, ``\\frac{3}{4}``, ``$18``), are decided in microseconds;
+2. everything else goes to math-verify in a worker process (:mod:`pipeline._grading_worker`),
+   bounded per call by ``timeout_s`` and killed and replaced on overrun (DESIGN.md 5b).
+
+Conventions a user should know (each has a test):
+
+- a percent sign is dropped: ``50\\%`` == ``50`` (GSM8K and MATH answers are written so), but
+  ``50\\%`` != ``0.5``;
+- ``x = 5`` == ``5``, but ``2x + 1 = 5`` != ``5``;
+- a float equals a number when they agree to 6 decimals (math-verify's rule) and to a relative
+  1e-4 (so ``0.333333`` == ``1/3``, ``4.999999999999999`` == ``5``, ``1e-7`` != ``2e-7``);
+  exact values must agree exactly (so ``1/2004!`` != ``1/2006!``); see :mod:`pipeline._numbers`;
+- a thousands separator is a separator: ``1,000`` == ``1000`` (not the list ``1, 0``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import re
+import threading
+import weakref
+from collections.abc import Iterable
+from fractions import Fraction
+from typing import Self
+
+from pipeline._grading_process import WorkerProcess, WorkerStartError
+from pipeline._numbers import numbers_agree
+
+DEFAULT_TIMEOUT_S = 3.0
+DEFAULT_MEMORY_MB = 1024
+DEFAULT_STARTUP_TIMEOUT_S = 60.0
+# No real answer is this long; longer text is compared only by the fast path, never parsed.
+MAX_ANSWER_CHARS = 1000
+
+logger = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- extraction
+
+_BOX_COMMANDS = ("\\boxed", "\\fbox")
+
+
+def extract_answer(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{}``) in ``text``, braces balanced.
+
+    ``\\boxed 5`` without braces gives ``5`` (up to whitespace or ``$``). None when there is no
+    box, the last box is unbalanced (a truncated generation) or empty: a terminal step without a
+    readable answer is graded wrong, never guessed at.
+    """
+    if not isinstance(text, str):
+        return None
+    start, command = max((text.rfind(c), c) for c in _BOX_COMMANDS)
+    if start == -1:
+        return None
+    at = start + len(command)
+    if at < len(text) and text[at].isalpha():  # \boxedfoo is another command
+        return None
+    while at < len(text) and text[at] == " ":
+        at += 1
+    if at < len(text) and text[at] == "{":
+        content = _braced(text, at)
+    else:
+        content = re.match(r"[^\s$]*", text[at:]).group(0)  # type: ignore[union-attr]
+    if content is None or not content.strip():
+        return None
+    return content.strip()
+
+
+def _braced(text: str, open_at: int) -> str | None:
+    """Text inside the brace group opening at ``open_at``; ``\\{`` and ``\\}`` do not count."""
+    depth, i = 0, open_at
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return text[open_at + 1 : i]
+        i += 1
+    return None
+
+
+# --------------------------------------------------------------------------- normalisation
+
+_SPACING = re.compile(r"(?<!\\)\\[!,;: ]|\\q?quad\b|~")
+_LEFT_RIGHT = re.compile(r"\\(?:left|right)(?![A-Za-z])")
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree\b")  # not a bare \circ: f \circ g
+# A number followed by plain words, e.g. `18 dollars`; math words are not units. Written so no
+# string can make it backtrack (digits, separators and words cannot be split two ways).
+_WORD_UNITS = re.compile(
+    r"([+-]?(?:\d[\d,]*(?:\.\d+)?|\.\d+))\s+([A-Za-z]{2,}\.?(?:\s+[A-Za-z]{2,}\.?)*)"
+)
+_NOT_UNITS = {"pi", "sqrt", "ln", "log", "exp", "sin", "cos", "tan", "oo", "inf", "infty", "and"}
+_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox|textrm)\{([^{}]*)\}")
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+
+
+def _clean(text: str) -> str:
+    """Formatting that never carries value; the result is what math-verify is given."""
+    if any(command in text for command in _BOX_COMMANDS):
+        text = extract_answer(text) or ""
+    text = text.strip()
+    text = text.removeprefix("####")  # a GSM8K answer line
+    text = text.replace("−", "-").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    text = _LEFT_RIGHT.sub("", text)
+    text = _SPACING.sub(" ", text)
+    text = _DEGREES.sub("", text)
+    # Percent is dropped (module docstring); money signs carry no value either.
+    text = re.sub(r"\\?%", "", text).replace("\\$", "").replace("$", "")
+    text = text.replace("{,}", ",").strip().rstrip(".").strip()
+    units = _WORD_UNITS.fullmatch(text) if len(text) <= MAX_ANSWER_CHARS else None
+    if units and not _NOT_UNITS & {word.strip(".").lower() for word in units.group(2).split()}:
+        text = units.group(1)
+    return text
+
+
+def normalize_answer(text: str) -> str:
+    """A canonical string for cheap comparison: two answers with equal forms are equal.
+
+    On top of the cleaning given to math-verify: no whitespace, no ``\\text{}`` wrapper, no
+    thousands separators, ``(B)`` -> ``B``. Not a parser: unequal forms may still be equivalent.
+    """
+    if not isinstance(text, str):
+        return ""
+    return _normal_form(_clean(text))
+
+
+def _normal_form(text: str) -> str:
+    text = _TEXT_WRAPPER.sub(r"\1", text)
+    text = re.sub(r"\s+", "", text)
+    if _THOUSANDS.fullmatch(text):
+        text = text.replace(",", "")
+    choice = re.fullmatch(r"\(([A-Za-z])\)", text)
+    return choice.group(1) if choice else text
+
+
+# --------------------------------------------------------------------------- plain numbers
+
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
+_FRACTION = re.compile(r"([+-]?)(?:(\d+)/(\d+)|\\frac\{(\d+)\}\{(\d+)\}|\\frac(\d)(\d))")
+
+
+def _as_number(form: str) -> tuple[Fraction, bool] | None:
+    """A normal form that is a plain number, as (exact value, written as a decimal?)."""
+    if len(form) > 64:
+        return None
+    if _DECIMAL.fullmatch(form):
+        return Fraction(form), "." in form
+    match = _FRACTION.fullmatch(form)
+    if match is None:
+        return None
+    sign, *parts = match.groups()
+    numerator, denominator = (int(part) for part in parts if part is not None)
+    if denominator == 0:
+        return None
+    value = Fraction(numerator, denominator)
+    return (-value if sign == "-" else value), False
+
+
+def _as_text(value: object) -> str | None:
+    """Answers are text; a Python number (a ground truth read from JSON) is taken as printed."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float, Fraction)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _fast_verdict(pred: object, truth: object) -> bool | tuple[str, str]:
+    """Decide a pair without sympy, or hand back the cleaned pair for the worker."""
+    pred, truth = _as_text(pred), _as_text(truth)
+    if pred is None or truth is None:
+        return False
+    pred_clean, truth_clean = _clean(pred), _clean(truth)
+    if not pred_clean or not truth_clean:
+        return False
+    pred_form, truth_form = _normal_form(pred_clean), _normal_form(truth_clean)
+    if pred_form == truth_form:
+        return True
+    pred_number, truth_number = _as_number(pred_form), _as_number(truth_form)
+    if pred_number is not None and truth_number is not None:
+        return numbers_agree(*pred_number, *truth_number)
+    if len(pred_clean) > MAX_ANSWER_CHARS or len(truth_clean) > MAX_ANSWER_CHARS:
+        return False
+    return pred_clean, truth_clean
+
+
+# --------------------------------------------------------------------------- grader
+
+
+class Grader:
+    """Grades answers with a bounded math-verify worker; safe to share between threads.
+
+    Calls from several threads queue on one worker process. Use it as a context manager, or
+    call :meth:`close`, to stop the worker; the module functions share one default grader.
+    """
+
+    def __init__(
+        self,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        memory_mb: int = DEFAULT_MEMORY_MB,
+        startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
+    ) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+        if memory_mb < 0:
+            raise ValueError(f"memory_mb must be >= 0 (0: no limit), got {memory_mb!r}")
+        if not startup_timeout_s > 0:
+            raise ValueError(
+                f"startup_timeout_s must be a positive number of seconds, got {startup_timeout_s!r}"
+            )
+        self.timeout_s = float(timeout_s)
+        self.memory_mb = int(memory_mb)
+        self.startup_timeout_s = float(startup_timeout_s)
+        self._lock = threading.Lock()
+        self._worker: WorkerProcess | None = None
+        self._owner_pid = os.getpid()
+        _live_graders.add(self)
+
+    def is_equivalent(self, pred: str | None, truth: str) -> bool:
+        """True when ``pred`` is a correct answer for ``truth``; never raises, never hangs."""
+        return self.grade_many([(pred, truth)])[0]
+
+    def grade_many(self, pairs: Iterable[tuple[str | None, str]]) -> list[bool]:
+        """:meth:`is_equivalent` for many ``(pred, truth)`` pairs, in order.
+
+        Pairs the fast path cannot decide share one lock acquisition and one warm worker; a
+        malformed pair is simply False.
+        """
+        verdicts: list[bool] = []
+        pending: list[tuple[int, str, str]] = []
+        for pair in pairs:
+            try:
+                pred, truth = pair
+                verdict = _fast_verdict(pred, truth)
+            except Exception:  # noqa: BLE001 - grading never raises
+                verdict = False
+            if isinstance(verdict, tuple):
+                pending.append((len(verdicts), *verdict))
+                verdict = False
+            verdicts.append(verdict)
+        if pending:
+            with self._lock:
+                for index, pred, truth in pending:
+                    verdicts[index] = self._ask_worker(pred, truth)
+        return verdicts
+
+    def _ask_worker(self, pred: str, truth: str) -> bool:
+        """One bounded call; a worker that overruns is killed and a fresh one started at once."""
+        try:
+            worker = self._live_worker()
+            verdict = worker.ask(pred, truth, self.timeout_s, self.startup_timeout_s)
+        except WorkerStartError as error:
+            logger.error("answer grading unavailable, counting the answer wrong: %s", error)
+            self._stop_worker()
+            return False
+        except Exception as error:  # noqa: BLE001 - e.g. a pipe broken by a dying worker
+            logger.warning("grading worker failed (%s); starting a fresh one", error)
+            self._stop_worker()
+            return False
+        if verdict is None:
+            logger.debug("grading overran %.1f s: %r vs %r", self.timeout_s, pred[:80], truth[:80])
+            self._stop_worker()
+            self._worker = WorkerProcess(self.memory_mb)  # warms up while the caller goes on
+            return False
+        return verdict
+
+    def _live_worker(self) -> WorkerProcess:
+        if os.getpid() != self._owner_pid:  # forked: the worker and its pipes are the parent's
+            if self._worker is not None:
+                self._worker.abandon()
+            self._worker, self._owner_pid = None, os.getpid()
+        if self._worker is None:
+            self._worker = WorkerProcess(self.memory_mb)
+        return self._worker
+
+    def _stop_worker(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            with contextlib.suppress(Exception):  # a worker that is already gone is stopped
+                worker.kill()
+
+    def close(self) -> None:
+        """Stop the worker process (a later call starts a new one)."""
+        with self._lock:
+            if os.getpid() == self._owner_pid:
+                self._stop_worker()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+_default_grader: Grader | None = None
+_default_lock = threading.Lock()
+_live_graders: weakref.WeakSet[Grader] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A lock held by another thread at fork time would stay held forever in the child."""
+    global _default_lock
+    _default_lock = threading.Lock()
+    for grader in list(_live_graders):
+        grader._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def default_grader() -> Grader:
+    """The grader behind the module functions, created on first use, stopped at exit."""
+    global _default_grader
+    with _default_lock:
+        if _default_grader is None:
+            _default_grader = Grader()
+            atexit.register(_default_grader.close)
+        return _default_grader
+
+
+def is_equivalent(pred: str | None, truth: str) -> bool:
+    """True when the predicted answer ``pred`` is equivalent to the ground truth ``truth``.
+
+    Never raises (bad input is simply not equivalent) and never hangs: each call that needs
+    math-verify is bounded by :data:`DEFAULT_TIMEOUT_S`; build a :class:`Grader` for another
+    bound. Safe from any thread.
+    """
+    try:
+        return default_grader().is_equivalent(pred, truth)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def grade_many(pairs: Iterable[tuple[str | None, str]]) -> list[bool]:
+    """:func:`is_equivalent` for many ``(pred, truth)`` pairs, in order."""
+    return default_grader().grade_many(pairs)

@@ -1,0 +1,64 @@
+"""Run the DuckDB part of a table's checks: rules Great Expectations has no expectation for.
+
+Each query returns the rows breaking its rule; the runner counts them and keeps the first
+:data:`~pipeline.checks.report.MAX_EXAMPLES` as examples, so the report has the same shape as
+a GX result. DuckDB reads only the columns a query names from the Parquet file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from pipeline import ids
+from pipeline.checks.report import FAILED, MAX_EXAMPLES, PASSED, CheckResult, plain
+from pipeline.checks.rules import Check
+
+
+def _quote(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def connect(path: Path, problems_path: Path | None) -> duckdb.DuckDBPyConnection:
+    """A connection with views ``t`` (the table), ``problems`` (when given) and the id hashes."""
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({_quote(path)})")
+    if problems_path is not None:
+        con.execute(f"CREATE VIEW problems AS SELECT * FROM read_parquet({_quote(problems_path)})")
+    # The stable ids of DESIGN.md section 3, defined once in pipeline.ids.
+    con.create_function("rstar_problem_id", ids.problem_id, ["VARCHAR"], "VARCHAR")
+    con.create_function("rstar_root_id", ids.root_id, ["VARCHAR"], "VARCHAR")
+    con.create_function("rstar_node_id", ids.node_id, ["VARCHAR", "VARCHAR"], "VARCHAR")
+    return con
+
+
+def run_sql_check(
+    con: duckdb.DuckDBPyConnection, check: Check, id_columns: list[str]
+) -> CheckResult:
+    """Count the rows the check's query returns; keep a few as examples."""
+    assert check.sql is not None
+    query = check.sql.replace("{ids}", "".join(f"{column}, " for column in id_columns))
+    try:
+        cursor = con.execute(
+            f"SELECT *, count(*) OVER () AS __bad_rows FROM ({query}) LIMIT {MAX_EXAMPLES}"
+        )
+        names = [description[0] for description in cursor.description]
+        rows = cursor.fetchall()
+    except duckdb.Error as error:
+        message = str(error).splitlines()[0]
+        return CheckResult(
+            check.name, list(check.columns), "sql", FAILED, detail=f"error: {message}"
+        )
+    count = rows[0][-1] if rows else 0
+    examples = [plain(dict(zip(names[:-1], row[:-1]))) for row in rows]
+    return CheckResult(
+        check.name,
+        list(check.columns),
+        "sql",
+        FAILED if count else PASSED,
+        count=int(count),
+        examples=examples,
+        detail="duckdb",
+        unit=check.unit,
+    )

@@ -1,0 +1,34 @@
+"""Text generation engines behind one contract (DESIGN.md section 5).
+
+``make_engine(kind, model, **options)`` picks one: ``transformers`` (CPU default), ``vllm``
+(GPUs; imported only when chosen) or ``openai`` (any OpenAI-compatible completions server).
+Engine modules are imported lazily so that importing :mod:`pipeline` never pulls in vllm.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.engines.base import Completion, Engine
+
+ENGINE_KINDS = ("transformers", "vllm", "openai")
+
+__all__ = ["ENGINE_KINDS", "Completion", "Engine", "make_engine"]
+
+
+def make_engine(kind: str, model: str, **options: Any) -> Engine:
+    """An engine of ``kind`` for ``model`` (a local folder, a Hub id for vllm, or a server's
+    model name for openai); ``options`` go to that engine's constructor."""
+    if kind == "transformers":
+        from pipeline.engines.hf import TransformersEngine
+
+        return TransformersEngine(model, **options)
+    if kind == "vllm":
+        from pipeline.engines.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model, **options)
+    if kind == "openai":
+        from pipeline.engines.openai_engine import OpenAIEngine
+
+        return OpenAIEngine(model, **options)
+    raise ValueError(f"unknown engine {kind!r}: expected one of {', '.join(ENGINE_KINDS)}")

@@ -1,0 +1,629 @@
+"""The sandbox worker: a warm zygote that forks one confined child per step-code run.
+
+Process tree of one worker (``python -m pipeline.sandbox_worker CONFIG``)::
+
+    launcher   the process the Sandbox started; waits and mirrors the zygote's exit
+    └─ zygote  pid 1 of its own pid namespace; math/numpy/sympy imported once; serves requests
+       └─ run  forked per request, pid 1 of a fresh pid namespace; confines itself
+               (pipeline.isolation), runs the code, reports, exits
+
+The launcher exists because a pid namespace applies to the children of the process that
+creates it. When the launcher dies the zygote gets SIGKILL (parent-death signal), and when a
+pid namespace's first process dies the kernel kills everything inside it; so killing the
+worker from outside, or a timed-out run, leaves no process behind.
+
+Messages between the Sandbox and the zygote are 4-byte big-endian lengths followed by JSON, on
+the worker's stdin and stdout (moved to private descriptors at start).
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import json
+import os
+import select
+import signal
+import struct
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline import isolation
+
+STDOUT_LIMIT = 64 * 1024  # bytes of stdout/stderr handed back per run
+FILE_LIMIT = 1024 * 1024  # RLIMIT_FSIZE: caps captured output and any file the code writes
+TMPFS_MB = 64  # size of the private temp folder when a mount namespace is available
+MAX_PROCESSES = 64  # per run, when a per-run user namespace keeps the count local
+ERROR_LIMIT = 300  # characters of the 'Type: message' error line
+
+_HEADER = struct.Struct(">I")
+_RUN_NAMESPACES = isolation.CLONE_NEWNET | isolation.CLONE_NEWIPC | isolation.CLONE_NEWNS
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+def send_message(fd: int, message: dict[str, Any]) -> None:
+    """Write one framed JSON message; a vanished reader raises ``BrokenPipeError``."""
+    data = json.dumps(message).encode()
+    view = memoryview(_HEADER.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_exact(fd: int, size: int, deadline: float | None) -> bytes | None:
+    chunks, remaining = [], size
+    while remaining:
+        if deadline is not None:
+            wait = deadline - time.monotonic()
+            if wait <= 0 or not select.select([fd], [], [], wait)[0]:
+                raise TimeoutError("no answer from the sandbox worker")
+        chunk = os.read(fd, min(remaining, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def recv_message(fd: int, deadline: float | None = None) -> dict[str, Any] | None:
+    """Read one framed JSON message; ``None`` when the other side has gone (EOF)."""
+    header = _read_exact(fd, _HEADER.size, deadline)
+    if header is None:
+        return None
+    body = _read_exact(fd, _HEADER.unpack(header)[0], deadline)
+    return None if body is None else json.loads(body)
+
+
+# --------------------------------------------------------------------------- the run child
+
+
+def describe_error(exc: BaseException) -> str:
+    """The last line of the traceback (``Type: message``), capped to stay a short observation."""
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        return f"OutputLimitError: output or a file grew past {FILE_LIMIT} bytes"
+    try:
+        line = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    except BaseException:  # noqa: BLE001 - a hostile __str__ may raise anything
+        line = f"{type(exc).__name__}: <unprintable>"
+    return line if len(line) <= ERROR_LIMIT else line[: ERROR_LIMIT - 3] + "..."
+
+
+@dataclass
+class Plan:
+    """What each run applies; the startup probe turns 'try' into 'must' for what worked."""
+
+    run_pid_namespace: bool = True
+    run_namespaces: bool = True  # network, ipc, mount (+ private tmpfs)
+    user_namespace: bool = True
+    landlock_abi: int = 0
+    drop_uid: bool = False  # we are root and uid 65534 exists in our user namespace
+    keep_read_search: bool = False  # ...and Python lives where 'nobody' cannot read
+    required: set[str] = field(default_factory=set)
+
+
+class SetupError(Exception):
+    """A layer the probe found working failed for this run: refuse to run the code."""
+
+
+def _process_count(uid: int) -> int:
+    count = 0
+    for name in os.listdir("/proc"):
+        try:
+            if name.isdigit() and os.stat(f"/proc/{name}").st_uid == uid:
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+def _address_space_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        pages = int(statm.read().split()[0])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def confine(plan: Plan, run_dir: str, memory_mb: int, timeout_s: float) -> dict[str, bool]:
+    """Apply every layer of the plan to this process, strongest-first; see pipeline.isolation."""
+    layers: dict[str, bool] = {}
+    drop = plan.drop_uid
+
+    def attempt(name: str, action) -> bool:
+        try:
+            action()
+        except OSError as exc:
+            layers[name] = False
+            if name in plan.required:
+                raise SetupError(f"{name} failed: {exc}") from None
+            return False
+        layers[name] = True
+        return True
+
+    def tmpfs() -> None:
+        owner = isolation.NOBODY if drop else os.geteuid()
+        group = isolation.NOBODY if drop else os.getegid()
+        isolation.mount_private_tmpfs(run_dir, TMPFS_MB, owner, group)
+
+    if plan.run_namespaces and attempt(
+        "network_namespace", lambda: isolation.unshare(_RUN_NAMESPACES)
+    ):
+        attempt("mount_namespace", tmpfs)
+    if drop:
+        attempt("uid_drop", lambda: isolation.drop_to_nobody(plan.keep_read_search))
+        if os.geteuid() == 0:  # never run model code as root when we could avoid it
+            raise SetupError("uid_drop failed: still root")
+        if plan.user_namespace:
+            isolation.set_dumpable()  # so that /proc/self/*_map stays writable by us
+        isolation.set_parent_death_signal()  # the uid change cleared it
+
+    def user_namespace() -> None:
+        uid, gid = os.geteuid(), os.getegid()
+        isolation.unshare(isolation.CLONE_NEWUSER)
+        isolation.write_id_maps(uid, gid)
+
+    per_run_userns = plan.user_namespace and attempt("user_namespace", user_namespace)
+    if not plan.keep_read_search:
+        attempt("capabilities_dropped", isolation.drop_capabilities)
+    processes = MAX_PROCESSES
+    if not per_run_userns:  # the count is per uid across the machine: leave room
+        processes += _process_count(os.geteuid())
+    limits = isolation.Limits(
+        address_space_bytes=_address_space_bytes() + memory_mb * 1024 * 1024,
+        cpu_seconds=int(timeout_s) + 2,
+        processes=processes,
+        file_bytes=FILE_LIMIT,
+    )
+    attempt("rlimits", lambda: isolation.set_rlimits(limits))
+    if attempt("no_new_privs", isolation.set_no_new_privs) and plan.landlock_abi:
+        try:
+            layers.update(isolation.apply_landlock(run_dir, plan.landlock_abi))
+            layers["landlock"] = True
+        except OSError as exc:
+            layers["landlock"] = False
+            if "landlock" in plan.required:
+                raise SetupError(f"landlock failed: {exc}") from None
+    return layers
+
+
+def _redirect(out_fd: int, err_fd: int, result_fd: int) -> int:
+    """fd 0 = /dev/null, 1 and 2 = the capture memfds, 3 = result pipe; close the rest."""
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out_fd, 1)
+    os.dup2(err_fd, 2)
+    if result_fd != 3:
+        os.dup2(result_fd, 3)
+    os.closerange(4, os.sysconf("SC_OPEN_MAX"))
+    return 3
+
+
+def _refuse_group_signals(event: str, args: tuple[Any, ...]) -> None:
+    """Audit hook: ``kill(0 | -1 | -pgid)`` and ``killpg(0)`` fail loudly instead of silently.
+
+    Not a boundary (ctypes can bypass it): the pid namespace and Landlock's signal scope are.
+    It turns "kill my parent / everyone" into a clear error rather than a run that 'worked'.
+    """
+    if event in ("os.kill", "os.killpg") and isinstance(args[0], int) and args[0] <= 0:
+        raise PermissionError(errno.EPERM, "the sandbox refuses signals to process groups")
+
+
+def execute(code: str) -> str | None:
+    """Run the code in a fresh ``__main__`` namespace; the error line or ``None``."""
+    me = os.getpid()
+    # Line-buffered, so a run that is killed keeps what it printed before; the streams live
+    # as long as the process, hence no context managers.
+    text: dict[str, Any] = {
+        "encoding": "utf-8",
+        "errors": "backslashreplace",
+        "closefd": False,
+        "buffering": 1,
+    }
+    sys.stdout = sys.__stdout__ = open(1, "w", **text)  # noqa: SIM115
+    sys.stderr = sys.__stderr__ = open(2, "w", **text)  # noqa: SIM115
+    sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    streams = (sys.stdout, sys.stderr)
+    sys.addaudithook(_refuse_group_signals)
+    error = None
+    try:
+        program = compile(code, "<step>", "exec")
+        exec(program, {"__name__": "__main__", "__builtins__": builtins})  # noqa: S102 - the job
+    except BaseException as exc:  # noqa: BLE001 - SystemExit too: leaving early is an error
+        if os.getpid() != me:  # a process the code forked: never report for it
+            os._exit(1)
+        error = describe_error(exc)
+    if os.getpid() != me:
+        os._exit(0)
+    for stream in streams:
+        try:
+            stream.flush()
+        except BaseException as exc:  # noqa: BLE001 - e.g. the output limit
+            error = error or describe_error(exc)
+    return error
+
+
+def child_main(
+    code: str,
+    plan: Plan,
+    run_dir: str,
+    fds: tuple[int, int, int],
+    memory_mb: int,
+    timeout_s: float,
+    report_layers: bool,
+) -> None:
+    """The forked run process: confine, execute, send ``{"error", "layers"}``, exit."""
+    message: dict[str, Any] = {"error": None}
+    result_fd = fds[2]
+    try:
+        isolation.set_parent_death_signal()
+        os.setsid()  # own process group: the fallback cleanup kills it as a whole
+        result_fd = _redirect(*fds)
+        layers = confine(plan, run_dir, memory_mb, timeout_s)
+        os.chdir(run_dir)
+        os.environ.update(HOME=run_dir, TMPDIR=run_dir)
+        tempfile.tempdir = run_dir
+        if report_layers:
+            message["layers"] = layers
+        message["error"] = execute(code)
+    except SetupError as exc:
+        message["error"] = f"SandboxError: {exc}"
+    except BaseException as exc:  # noqa: BLE001 - whatever happens, report and exit
+        message["error"] = "SandboxError: " + describe_error(exc)
+    try:
+        os.write(result_fd, json.dumps(message).encode())
+    finally:
+        os._exit(0)
+
+
+# --------------------------------------------------------------------------- the zygote
+
+
+_SIGNAL_NAMES = {int(s): s.name for s in signal.Signals}
+
+
+def _status_error(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        return f"Killed: signal {number} ({_SIGNAL_NAMES.get(number, '?')})"
+    return f"ProcessExit: exit code {os.waitstatus_to_exitcode(status)}"
+
+
+class Zygote:
+    """Forks, times and collects one confined child per request."""
+
+    REPORTED = (
+        "user_namespace",
+        "pid_namespace",
+        "network_namespace",
+        "mount_namespace",
+        "uid_drop",
+        "capabilities_dropped",
+        "rlimits",
+        "no_new_privs",
+        "landlock",
+        "landlock_filesystem",
+        "landlock_network",
+        "landlock_signal_scope",
+    )
+
+    def __init__(self, base_dir: str, memory_mb: int, worker_namespaces: bool) -> None:
+        self.base_dir = base_dir
+        self.memory_mb = memory_mb
+        self.plan = Plan(landlock_abi=isolation.landlock_abi())
+        self._own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        try:  # can we give each run its own pid namespace and come back?
+            isolation.unshare(isolation.CLONE_NEWPID)
+            isolation.setns(self._own_pid_ns, isolation.CLONE_NEWPID)
+        except OSError:
+            self.plan.run_pid_namespace = False
+        self.plan.drop_uid = os.geteuid() == 0 and _uid_is_mapped(isolation.NOBODY)
+        if self.plan.drop_uid and not all(map(isolation.readable_by_others, _python_paths())):
+            self.plan.keep_read_search = True
+            self.plan.user_namespace = False  # entering one would drop that capability
+        self.layers: dict[str, bool | str] = {
+            "worker_pid_namespace": worker_namespaces,
+            "pid_namespace": self.plan.run_pid_namespace,
+        }
+
+    def probe(self) -> dict[str, bool | str]:
+        """Try every layer once; from now on the ones that worked are required in every run."""
+        result = self.run("pass", 5.0, report_layers=True)
+        found = result.get("layers") or {}
+        self.plan.run_namespaces = bool(found.get("network_namespace"))
+        self.plan.user_namespace = bool(found.get("user_namespace"))
+        self.plan.required = {name for name, ok in found.items() if ok is True}
+        for name in self.REPORTED:
+            self.layers.setdefault(name, bool(found.get(name, False)))
+        self.layers["ipc_namespace"] = self.layers["network_namespace"]
+        if os.geteuid() != 0:
+            self.layers["uid_drop"] = "not needed (not root)"
+        elif not self.plan.drop_uid:  # root of a user namespace that has no uid 65534
+            self.layers["uid_drop"] = False
+        if self.plan.keep_read_search:
+            note = "Python lives in a folder only root can read"
+            self.layers["user_namespace"] = f"not used: {note}"
+            self.layers["capabilities_dropped"] = f"all but CAP_DAC_READ_SEARCH: {note}"
+        self.layers["landlock_abi"] = str(self.plan.landlock_abi)
+        if result.get("error"):
+            self.layers["probe_error"] = result["error"]
+        return self.layers
+
+    def _fork(self) -> int:
+        """Fork the run; it is pid 1 of a new pid namespace when the plan has one."""
+        fresh = self.plan.run_pid_namespace
+        if fresh:
+            isolation.unshare(isolation.CLONE_NEWPID)  # applies to the next child only...
+        try:
+            pid = os.fork()
+        except BaseException:
+            if fresh:
+                isolation.setns(self._own_pid_ns, isolation.CLONE_NEWPID)
+            raise
+        if pid != 0 and fresh:  # ...so step back for the next run's fresh one
+            isolation.setns(self._own_pid_ns, isolation.CLONE_NEWPID)
+        return pid
+
+    def run(self, code: str, timeout_s: float, report_layers: bool = False) -> dict[str, Any]:
+        run_dir = tempfile.mkdtemp(prefix="run-", dir=self.base_dir)
+        if self.plan.drop_uid:  # the child drops to nobody before it writes here
+            os.chown(run_dir, isolation.NOBODY, isolation.NOBODY)
+        out_fd, err_fd = os.memfd_create("stdout"), os.memfd_create("stderr")
+        result_r, result_w = os.pipe()
+        started = time.monotonic()
+        try:
+            pid = self._fork()
+            if pid == 0:
+                os.close(result_r)
+                child_main(
+                    code,
+                    self.plan,
+                    run_dir,
+                    (out_fd, err_fd, result_w),
+                    self.memory_mb,
+                    timeout_s,
+                    report_layers,
+                )
+            os.close(result_w)
+            status, timed_out = self._wait(pid, started + timeout_s)
+            if not self.plan.run_pid_namespace:  # nothing takes its helpers down: do it
+                _kill_group(pid)
+            return self._collect(
+                status, timed_out, timeout_s, out_fd, err_fd, result_r, time.monotonic() - started
+            )
+        finally:
+            for fd in (out_fd, err_fd, result_r):
+                os.close(fd)
+            _reap_orphans()
+            _remove_tree(run_dir)
+
+    def _wait(self, pid: int, deadline: float) -> tuple[int, bool]:
+        pidfd = os.pidfd_open(pid)
+        try:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    os.kill(pid, signal.SIGKILL)  # pid 1 of its namespace: takes all with it
+                    _kill_group(pid)
+                    return os.waitpid(pid, 0)[1], True
+                if poller.poll(remaining * 1000):
+                    return os.waitpid(pid, 0)[1], False
+        finally:
+            os.close(pidfd)
+
+    def _collect(
+        self,
+        status: int,
+        timed_out: bool,
+        timeout_s: float,
+        out_fd: int,
+        err_fd: int,
+        result_r: int,
+        duration_s: float,
+    ) -> dict[str, Any]:
+        stdout, out_truncated = _read_capped(out_fd)
+        stderr, err_truncated = _read_capped(err_fd)
+        report: dict[str, Any] = {}
+        os.set_blocking(result_r, False)
+        try:
+            raw = os.read(result_r, 1 << 16)
+            report = json.loads(raw) if raw else {}
+            if not isinstance(report, dict):
+                report = {"error": "SandboxError: malformed result"}
+        except (OSError, ValueError):
+            report = {"error": "SandboxError: malformed result"}
+        if timed_out:
+            error = f"TimeoutError: step code ran longer than {timeout_s:g} s"
+        elif "error" in report and status == 0:
+            error = report["error"]
+            error = None if error is None else str(error)[:ERROR_LIMIT]
+        else:
+            error = _status_error(status)
+        result = {
+            "stdout": stdout,
+            "stderr": stderr,
+            "error": error,
+            "timed_out": timed_out,
+            "duration_s": duration_s,
+            "truncated": out_truncated or err_truncated,
+        }
+        if isinstance(report.get("layers"), dict):
+            result["layers"] = report["layers"]
+        return result
+
+
+def _uid_is_mapped(uid: int) -> bool:
+    """Whether ``uid`` exists in our user namespace (not so in some rootless containers)."""
+    with open("/proc/self/uid_map") as uid_map:
+        for line in uid_map:
+            inside, _, count = (int(field) for field in line.split())
+            if inside <= uid < inside + count:
+                return True
+    return False
+
+
+def _python_paths() -> list[str]:
+    """What a run must be able to read: the interpreter, stdlib, site-packages, pipeline."""
+    from importlib.util import find_spec
+
+    paths = [
+        os.path.realpath(sys.executable),
+        os.path.dirname(os.__file__),
+        os.path.dirname(os.path.dirname(os.path.abspath(isolation.__file__))),
+    ]
+    for name in ("numpy", "sympy"):
+        spec = find_spec(name)
+        if spec is not None and spec.origin:
+            paths.append(os.path.dirname(os.path.dirname(spec.origin)))
+    return paths
+
+
+def _read_capped(fd: int) -> tuple[str, bool]:
+    data = os.pread(fd, STDOUT_LIMIT + 1, 0)
+    return data[:STDOUT_LIMIT].decode("utf-8", "replace"), len(data) > STDOUT_LIMIT
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _reap_orphans() -> None:
+    """Without a run pid namespace, helpers the code left behind end up as our zombies."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _remove_tree(path: str) -> None:
+    """Remove a run folder; the code may have left read-only folders in it."""
+    for parent, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            try:
+                os.unlink(os.path.join(parent, name))
+            except OSError:
+                pass
+        for name in dirs:
+            try:
+                os.chmod(os.path.join(parent, name), 0o700)
+                os.rmdir(os.path.join(parent, name))
+            except OSError:
+                pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+# --------------------------------------------------------------------------- startup
+
+
+def _enter_worker_namespaces(channels: tuple[int, int]) -> bool:
+    """Become pid 1 of a new pid namespace (in a user namespace when not root).
+
+    The launcher forks the zygote into the namespace and stays behind to mirror its exit; it
+    returns only in the zygote. ``False`` (and no fork) when the kernel refuses.
+    """
+    root = os.geteuid() == 0
+    uid, gid = os.geteuid(), os.getegid()
+    try:
+        isolation.unshare(isolation.CLONE_NEWPID | (0 if root else isolation.CLONE_NEWUSER))
+        if not root:
+            isolation.write_id_maps(uid, gid)
+    except OSError:
+        return False
+    pid = os.fork()
+    if pid == 0:
+        isolation.set_parent_death_signal()
+        return True
+    for fd in channels:  # the Sandbox must see EOF as soon as the zygote is gone
+        os.close(fd)
+
+    def stop(*_: object) -> None:
+        os.kill(pid, signal.SIGKILL)
+        os._exit(143)
+
+    signal.signal(signal.SIGTERM, stop)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except ChildProcessError:
+            status = 0
+            break
+        except InterruptedError:
+            continue
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+PRELOADED = ("math", "cmath", "fractions", "decimal", "itertools", "functools", "collections")
+PRELOADED += ("random", "re", "statistics", "string", "numpy", "sympy")
+WARM_UP = """
+from sympy import symbols, Eq, solve, simplify, Rational, sqrt, nsimplify, factor, expand
+x = symbols('x')
+solve(Eq(3 * x + 7, 25), x)
+simplify((x**2 - 1) / (x - 1)) + Rational(1, 3) * sqrt(8)
+factor(expand((x + 1) ** 3)); nsimplify(0.5)
+"""
+
+
+def _warm_imports() -> None:
+    """Import what step code uses, once, so every forked run starts with it loaded."""
+    import importlib
+
+    for name in PRELOADED:
+        importlib.import_module(name)
+    exec(compile(WARM_UP, "<warm-up>", "exec"), {"__name__": "__warmup__"})  # noqa: S102
+
+
+def main(argv: list[str]) -> int:
+    config = json.loads(argv[0])
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")  # no thread pools: forks must copy one thread
+    channels = (os.dup(0), os.dup(1))  # protocol; 0 and 1 become /dev/null
+    null = os.open("/dev/null", os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    in_namespaces = _enter_worker_namespaces(channels)
+    request_fd, reply_fd = channels
+    if not config.get("probe"):
+        _warm_imports()
+    import gc
+
+    gc.freeze()  # keep the collector off the inherited heap: fewer copy-on-write faults
+    zygote = Zygote(config["base_dir"], int(config["memory_mb"]), in_namespaces)
+    send_message(reply_fd, {"ready": True, "layers": zygote.probe()})
+    while True:
+        request = recv_message(request_fd)
+        if request is None or request.get("op") == "quit":
+            return 0
+        try:
+            reply = zygote.run(str(request["code"]), float(request["timeout_s"]))
+        except Exception as exc:  # noqa: BLE001 - a bug here must not take the pool down
+            reply = {
+                "stdout": "",
+                "stderr": "",
+                "error": "SandboxError: " + describe_error(exc),
+                "timed_out": False,
+                "duration_s": 0.0,
+                "truncated": False,
+            }
+        try:
+            send_message(reply_fd, reply)
+        except BrokenPipeError:  # the Sandbox went away without closing us
+            return 0
+
+
+if __name__ == "__main__":
+    os._exit(main(sys.argv[1:]))  # skip interpreter teardown: nothing is left to flush

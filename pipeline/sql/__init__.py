@@ -1,0 +1,338 @@
+"""The tree rules of rStar-Math as DuckDB SQL over Parquet (DESIGN.md sections 2 and 3).
+
+Each rule lives in one SQL file beside this module, with its test in ``tests/test_sql.py``:
+
+- ``node.sql``, ``path.sql``: the search trees keyed by integers, and every root-to-node path;
+- ``trajectories.sql``, ``sft.sql``, ``pairs.sql``: the ``trajectories``, ``sft`` and ``pairs``
+  tables of section 3;
+- ``round_stats.sql``: what a round produced, per difficulty.
+
+This module only wires files to queries. It opens Parquet inputs (a file, a glob of shards, a
+directory of shards, or a list of those) as DuckDB views, checks their columns and tree shape,
+runs a query and writes its result with ``COPY ... TO`` a temporary name that is then renamed,
+so nothing half-written is left behind. The text formats (prompt, solution, generation prefix)
+come from :mod:`pipeline.steps`, registered as SQL functions, so they are defined only there.
+"""
+
+from __future__ import annotations
+
+import glob
+import inspect
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from pipeline import steps
+
+__all__ = ["derive_pairs", "derive_sft", "derive_trajectories", "round_stats"]
+
+PathLike = str | os.PathLike[str]
+Source = PathLike | Sequence[PathLike]
+
+SQL_DIR = Path(__file__).parent
+
+# Columns of `nodes` (DESIGN.md section 3) that the tree rules read.
+TREE_COLUMNS = (
+    "problem_id", "round", "node_id", "parent_id", "child_index", "step_text", "q",
+    "is_error", "terminal_kind", "correct",
+)  # fmt: skip
+STATS_COLUMNS = (
+    "problem_id", "round", "depth", "terminal_kind", "correct", "is_error", "code", "tokens",
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def derive_trajectories(nodes_path: Source, out_path: PathLike) -> int:
+    """Write the ``trajectories`` table: every root-to-terminal path; returns its row count."""
+    with _session() as con:
+        _load_trees(con, nodes_path, also_required=("final_answer",))
+        return _write(con, "trajectories", {}, out_path)
+
+
+def derive_sft(
+    nodes_path: Source, problems_path: Source, out_path: PathLike, per_problem: int = 2
+) -> int:
+    """Write the ``sft`` table: per problem the top correct trajectories (``sft.sql``)."""
+    if per_problem < 1:
+        raise ValueError(f"per_problem must be at least 1, got {per_problem}")
+    with _session() as con:
+        _load_trees(con, nodes_path)
+        _load_problems(con, problems_path, nodes_path)
+        return _write(con, "sft", {"per_problem": per_problem}, out_path)
+
+
+def derive_pairs(
+    nodes_path: Source,
+    problems_path: Source,
+    out_path: PathLike,
+    min_margin: float = 0.5,
+    min_edit: int = 20,
+    heldout_fraction: float = 0.1,
+) -> int:
+    """Write the ``pairs`` table: step-level preference pairs for the PPM (``pairs.sql``)."""
+    if not 0.0 <= heldout_fraction <= 1.0:
+        raise ValueError(f"heldout_fraction must be in [0, 1], got {heldout_fraction}")
+    params = {
+        "min_margin": float(min_margin),
+        "min_edit": int(min_edit),
+        "heldout_fraction": float(heldout_fraction),
+    }
+    with _session() as con:
+        _load_trees(con, nodes_path)
+        _load_problems(con, problems_path, nodes_path)
+        return _write(con, "pairs", params, out_path)
+
+
+def round_stats(
+    nodes_path: Source,
+    problems_path: Source,
+    sft_path: Source | None = None,
+    pairs_path: Source | None = None,
+) -> dict[str, Any]:
+    """Statistics of each round, in total and per difficulty (``round_stats.sql``).
+
+    Returns ``{"rounds": {"<round>": {"total": {...}, "by_difficulty": {"<level>": {...}}}}}``;
+    a problem without a ``level`` in its meta JSON has difficulty ``"all"``. ``sft_rows`` and
+    ``pairs`` are reported only when their table is given.
+    """
+    with _session() as con:
+        _attach(con, "nodes_input", nodes_path, "nodes", STATS_COLUMNS)
+        _attach(
+            con, "problems_input", problems_path, "problems", ("problem_id",), {"meta": "VARCHAR"}
+        )
+        for view, source, table in (
+            ("sft_input", sft_path, "sft"),
+            ("pairs_input", pairs_path, "pairs"),
+        ):
+            if source is None:
+                con.execute(
+                    f"CREATE VIEW {view} AS SELECT NULL AS round, NULL AS problem_id LIMIT 0"
+                )
+            else:
+                _attach(con, view, source, table, ("problem_id", "round"))
+        result = con.execute(_sql("round_stats"))
+        columns = [d[0] for d in result.description]
+        rows = [dict(zip(columns, row)) for row in result.fetchall()]
+    dropped = {"round", "is_total", "difficulty"}
+    dropped |= {"sft_rows"} if sft_path is None else set()
+    dropped |= {"pairs"} if pairs_path is None else set()
+    rounds: dict[str, Any] = {}
+    for row in rows:
+        stats = {key: _plain(value) for key, value in row.items() if key not in dropped}
+        entry = rounds.setdefault(str(row["round"]), {"total": {}, "by_difficulty": {}})
+        if row["is_total"]:
+            entry["total"] = stats
+        else:
+            entry["by_difficulty"][str(row["difficulty"])] = stats
+    return {"rounds": rounds}
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _session() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the step-format functions of pipeline.steps."""
+    con = duckdb.connect()
+    text_functions: tuple[tuple[str, Callable[..., str], list[str]], ...] = (
+        ("sft_prompt", steps.sft_prompt, ["VARCHAR"]),
+        ("render_solution", steps.render_solution, ["VARCHAR[]"]),
+        ("generation_prefix", steps.generation_prefix, ["VARCHAR", "VARCHAR[]"]),
+    )
+    for name, function, parameters in text_functions:
+        con.create_function(name, _vectorised(function), parameters, "VARCHAR", type="arrow")
+    return con
+
+
+def _vectorised(function: Callable[..., str]) -> Callable[..., pa.Array]:
+    """Apply a Python text function row by row to Arrow columns (a DuckDB arrow UDF)."""
+
+    def apply(*columns: pa.Array) -> pa.Array:
+        rows = zip(*(column.to_pylist() for column in columns))
+        return pa.array([function(*row) for row in rows], type=pa.string())
+
+    # DuckDB checks the number of parameters against the signature: give it the function's.
+    apply.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
+    return apply
+
+
+def _parquet_files(source: Source, table: str) -> list[str]:
+    """Resolve a file, glob, directory or list of those to Parquet files, or fail naming it."""
+    items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    if not items:
+        raise FileNotFoundError(f"{table}: no Parquet file given")
+    files: list[str] = []
+    for item in items:
+        text = os.fspath(item)
+        if os.path.isfile(text):
+            matched = [text]
+        elif os.path.isdir(text):
+            matched = sorted(glob.glob(os.path.join(text, "**", "*.parquet"), recursive=True))
+        else:
+            matched = sorted(p for p in glob.glob(text, recursive=True) if os.path.isfile(p))
+        if not matched:
+            raise FileNotFoundError(f"{table}: no Parquet file at {text!r}")
+        files.extend(matched)
+    return files
+
+
+def _label(source: Source) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return repr(os.fspath(source))
+    return repr([os.fspath(item) for item in source])
+
+
+def _attach(
+    con: duckdb.DuckDBPyConnection,
+    view: str,
+    source: Source,
+    table: str,
+    required: Sequence[str],
+    optional: dict[str, str] | None = None,
+) -> None:
+    """Create ``view`` over the Parquet files of ``source``; fail on a missing column.
+
+    ``optional`` maps columns that may be absent to the SQL type of the NULL that stands in.
+    """
+    files = ", ".join(_quote(f) for f in _parquet_files(source, table))
+    try:
+        con.execute(
+            f"CREATE VIEW {view}_file AS SELECT * FROM read_parquet([{files}], union_by_name = true)"
+        )
+        present = {row[0] for row in con.execute(f"DESCRIBE {view}_file").fetchall()}
+    except duckdb.Error as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ValueError(f"{table} file {_label(source)}: cannot read it: {first_line}") from None
+    missing = [column for column in required if column not in present]
+    if missing:
+        raise ValueError(f"{table} file {_label(source)}: missing column(s) {', '.join(missing)}")
+    fillers = "".join(
+        f", CAST(NULL AS {sql_type}) AS {column}"
+        for column, sql_type in (optional or {}).items()
+        if column not in present
+    )
+    con.execute(f"CREATE VIEW {view} AS SELECT *{fillers} FROM {view}_file")
+
+
+def _load_trees(
+    con: duckdb.DuckDBPyConnection, source: Source, also_required: Sequence[str] = ()
+) -> None:
+    """Build the tables ``node`` and ``path`` from a nodes table, checking its tree shape."""
+    optional = {} if "final_answer" in also_required else {"final_answer": "VARCHAR"}
+    _attach(con, "nodes_input", source, "nodes", (*TREE_COLUMNS, *also_required), optional)
+    con.execute(f"CREATE TEMP TABLE node AS {_sql('node')}")
+    _check_trees(con, _label(source))
+    con.execute(f"CREATE TEMP TABLE path AS {_sql('path')}")
+    unreachable = con.execute(
+        "SELECT problem_id, round, node_id FROM node ANTI JOIN path USING (nid) LIMIT 1"
+    ).fetchone()
+    if unreachable:
+        raise ValueError(
+            f"nodes file {_label(source)}: node {unreachable[2]!r} of problem {unreachable[0]!r} "
+            f"round {unreachable[1]} is not reachable from its root (parent_id cycle)"
+        )
+
+
+# Each check: a query returning an offending row, and the message it becomes.
+_TREE_CHECKS = (
+    (
+        "SELECT problem_id, round, node_id FROM node "
+        "WHERE problem_id IS NULL OR round IS NULL OR node_id IS NULL LIMIT 1",
+        "a node has a null problem_id, round or node_id: {row}",
+    ),
+    (
+        "SELECT problem_id, round, node_id FROM node GROUP BY ALL HAVING count(*) > 1 LIMIT 1",
+        "node_id {row[2]!r} appears twice in the tree of problem {row[0]!r} round {row[1]}",
+    ),
+    (
+        "SELECT problem_id, round, count(*) FILTER (WHERE parent_id IS NULL) AS roots FROM node "
+        "GROUP BY ALL HAVING roots <> 1 LIMIT 1",
+        "the tree of problem {row[0]!r} round {row[1]} has {row[2]} roots (parent_id null), "
+        "expected 1",
+    ),
+    (
+        "SELECT problem_id, round, node_id, parent_id FROM node "
+        "WHERE parent_id IS NOT NULL AND parent_nid IS NULL LIMIT 1",
+        "node {row[2]!r} of problem {row[0]!r} round {row[1]} has parent_id {row[3]!r}, "
+        "which is not in its tree",
+    ),
+)
+
+
+def _check_trees(con: duckdb.DuckDBPyConnection, label: str) -> None:
+    for query, message in _TREE_CHECKS:
+        row = con.execute(query).fetchone()
+        if row is not None:
+            raise ValueError(f"nodes file {label}: " + message.format(row=row))
+
+
+def _load_problems(con: duckdb.DuckDBPyConnection, source: Source, nodes_source: Source) -> None:
+    """Build the table ``problem`` (problem_id, question) covering every tree's problem."""
+    _attach(con, "problems_input", source, "problems", ("problem_id", "question"))
+    con.execute(
+        "CREATE TEMP TABLE problem AS "
+        "SELECT CAST(problem_id AS VARCHAR) AS problem_id, "
+        "count(DISTINCT question) AS n_questions, any_value(CAST(question AS VARCHAR)) AS question "
+        "FROM problems_input GROUP BY 1"
+    )
+    conflict = con.execute(
+        "SELECT problem_id FROM problem WHERE n_questions > 1 LIMIT 1"
+    ).fetchone()
+    if conflict:
+        raise ValueError(
+            f"problems file {_label(source)}: problem_id {conflict[0]!r} has different questions"
+        )
+    absent = con.execute(
+        "SELECT DISTINCT problem_id FROM node ANTI JOIN problem USING (problem_id) LIMIT 1"
+    ).fetchone()
+    if absent:
+        raise ValueError(
+            f"problems file {_label(source)}: no row for problem_id {absent[0]!r} "
+            f"of nodes file {_label(nodes_source)}"
+        )
+
+
+# --------------------------------------------------------------------------- output
+
+
+@cache
+def _sql(name: str) -> str:
+    """The query of ``<name>.sql`` beside this module."""
+    return (SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def _write(
+    con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any], out_path: PathLike
+) -> int:
+    """COPY the result of ``query`` to Parquet under a temporary name, then rename it."""
+    out = os.fspath(out_path)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = f"{out}.{uuid.uuid4().hex}.tmp"
+    try:
+        written = con.execute(
+            f"COPY ({_sql(query)}) TO {_quote(tmp)} (FORMAT parquet)", params
+        ).fetchone()
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return int(written[0]) if written else 0
+
+
+def _quote(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-serialisable number (DuckDB sums come back as Decimal or large ints)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return float(value)

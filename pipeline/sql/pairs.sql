@@ -1,0 +1,196 @@
+-- pairs: step-level preference pairs for the PPM (DESIGN.md section 2, "PPM pairs"; the
+-- `pairs` contract of section 3).
+--
+-- 1. For every node, count the correct and the wrong terminals in its subtree, the node itself
+--    included: correct = graded answer that is right; wrong = graded answer that is wrong, or a
+--    too-many-errors terminal. Other invalid terminals (too_deep, unparsable) count as neither.
+-- 2. Visit nodes breadth-first from the root (always visited), descending only into children
+--    with both correct and wrong terminals below them.
+-- 3. At a visited node: positives = children with a correct terminal below, by Q descending;
+--    negatives = children with a wrong terminal below, by Q ascending; equal Q goes to the lower
+--    child_index. Take 2 of each; if one side has exactly 1, take up to 4 of the other; a side
+--    with none gives no pairs. weight = 1 / (n_pos * n_neg) over the children taken.
+-- 4. A positive x negative combination is a candidate when Q(pos) - Q(neg) > 0 and the mean Q
+--    of the best continuation from the positive exceeds that of the worst continuation from the
+--    negative. Best continuation: from the positive, repeatedly step to the child with the
+--    highest Q among the children with a correct terminal below, until there is none; worst
+--    continuation: the same with the lowest Q among the children with a wrong terminal below.
+--    The mean is over the nodes of the continuation, its start included.
+-- 5. Keep candidates with margin = Q(pos) - Q(neg) >= $min_margin and
+--    levenshtein(chosen, rejected) >= $min_edit.
+--
+-- split: 'test' for a problem whose md5(problem_id), first 8 hex digits over 2^32, is below
+-- $heldout_fraction, else 'train'; every pair of a problem shares it (section 2: "split into
+-- train and held-out by problem").
+--
+-- Reads the tables `node`, `path` and `problem`; parameters $min_margin, $min_edit,
+-- $heldout_fraction. Uses the functions sft_prompt and generation_prefix of pipeline.steps.
+WITH RECURSIVE
+outcome AS (
+    SELECT
+        path.anc,
+        node.terminal_kind = 'answer' AND node.correct IS TRUE AS is_correct,
+        (node.terminal_kind = 'answer' AND node.correct IS FALSE)
+            OR node.terminal_kind = 'too_many_errors' AS is_wrong
+    FROM node
+    JOIN path USING (nid)
+    WHERE node.terminal_kind IN ('answer', 'too_many_errors')
+),
+subtree AS MATERIALIZED (
+    SELECT
+        nid,
+        count(*) FILTER (WHERE is_correct) AS n_correct,
+        count(*) FILTER (WHERE is_wrong) AS n_wrong
+    FROM (SELECT unnest(anc) AS nid, is_correct, is_wrong FROM outcome)
+    GROUP BY nid
+),
+-- Only children with some counted terminal below can be a positive, a negative or a step of
+-- a continuation, so the rest of the tree is left out here.
+ranked AS MATERIALIZED (
+    SELECT
+        node.nid,
+        node.parent_nid,
+        node.child_index,
+        node.q,
+        node.step_text,
+        subtree.n_correct,
+        subtree.n_wrong,
+        CASE WHEN subtree.n_correct > 0 THEN row_number() OVER (
+            PARTITION BY node.parent_nid, subtree.n_correct > 0
+            ORDER BY node.q DESC, node.child_index
+        ) END AS pos_rank,
+        CASE WHEN subtree.n_wrong > 0 THEN row_number() OVER (
+            PARTITION BY node.parent_nid, subtree.n_wrong > 0
+            ORDER BY node.q ASC, node.child_index
+        ) END AS neg_rank
+    FROM node
+    JOIN subtree USING (nid)
+    WHERE node.parent_nid IS NOT NULL
+      AND (subtree.n_correct > 0 OR subtree.n_wrong > 0)
+),
+-- Counts only grow toward the root, so every ancestor of a mixed node is mixed: the nodes the
+-- breadth-first walk visits are exactly the roots and the mixed nodes.
+visited AS (
+    SELECT nid FROM node WHERE parent_id IS NULL
+    UNION ALL
+    SELECT nid FROM ranked WHERE n_correct > 0 AND n_wrong > 0
+),
+available AS (
+    SELECT
+        ranked.parent_nid AS at_nid,
+        count(*) FILTER (WHERE ranked.pos_rank IS NOT NULL) AS n_pos_available,
+        count(*) FILTER (WHERE ranked.neg_rank IS NOT NULL) AS n_neg_available
+    FROM ranked
+    SEMI JOIN visited ON visited.nid = ranked.parent_nid
+    GROUP BY ranked.parent_nid
+),
+taken AS (
+    SELECT
+        at_nid,
+        least(n_pos_available, CASE WHEN n_neg_available = 1 THEN 4 ELSE 2 END) AS n_pos,
+        least(n_neg_available, CASE WHEN n_pos_available = 1 THEN 4 ELSE 2 END) AS n_neg
+    FROM available
+    WHERE n_pos_available > 0 AND n_neg_available > 0
+),
+positive AS (
+    SELECT ranked.*, taken.n_pos, taken.n_neg
+    FROM ranked JOIN taken ON taken.at_nid = ranked.parent_nid
+    WHERE ranked.pos_rank <= taken.n_pos
+),
+negative AS (
+    SELECT ranked.*
+    FROM ranked JOIN taken ON taken.at_nid = ranked.parent_nid
+    WHERE ranked.neg_rank <= taken.n_neg
+),
+continuation(start_nid, side, at_nid, n_nodes, sum_q) AS (
+    SELECT * FROM (
+        SELECT nid, 'best', nid, 1, q FROM positive
+        UNION ALL
+        SELECT nid, 'worst', nid, 1, q FROM negative
+    )
+    UNION ALL
+    SELECT continuation.start_nid, continuation.side, ranked.nid, continuation.n_nodes + 1,
+           continuation.sum_q + ranked.q
+    FROM continuation
+    JOIN ranked ON ranked.parent_nid = continuation.at_nid
+    WHERE (continuation.side = 'best' AND ranked.pos_rank = 1)
+       OR (continuation.side = 'worst' AND ranked.neg_rank = 1)
+),
+continuation_mean AS (
+    SELECT start_nid, side, arg_max(sum_q, n_nodes) / max(n_nodes) AS mean_q
+    FROM continuation
+    GROUP BY start_nid, side
+),
+candidate AS MATERIALIZED (
+    SELECT
+        positive.parent_nid AS at_nid,
+        positive.pos_rank,
+        negative.neg_rank,
+        positive.step_text AS chosen,
+        negative.step_text AS rejected,
+        positive.q AS chosen_q,
+        negative.q AS rejected_q,
+        positive.q - negative.q AS margin,
+        CAST(1 AS DOUBLE) / (positive.n_pos * positive.n_neg) AS weight
+    FROM positive
+    JOIN negative ON negative.parent_nid = positive.parent_nid
+    JOIN continuation_mean AS best
+        ON best.start_nid = positive.nid AND best.side = 'best'
+    JOIN continuation_mean AS worst
+        ON worst.start_nid = negative.nid AND worst.side = 'worst'
+    WHERE positive.q - negative.q > 0
+      AND best.mean_q > worst.mean_q
+      AND positive.q - negative.q >= $min_margin
+),
+-- The edit distance is the costly test, so it runs last, on candidates only (the CTE above is
+-- materialised so the optimiser cannot move it earlier). It is at least the difference of the
+-- lengths, which settles most pairs without computing it.
+kept AS (
+    SELECT * FROM candidate
+    WHERE CASE
+        WHEN abs(length(chosen) - length(rejected)) >= $min_edit THEN true
+        ELSE levenshtein(chosen, rejected) >= $min_edit
+    END
+),
+-- The prefix of every node where a pair was formed: the prompt and the solution down to it.
+prefix AS (
+    SELECT
+        formed.at_nid,
+        generation_prefix(
+            sft_prompt(problem.question),
+            coalesce(steps.texts, CAST([] AS VARCHAR[]))
+        ) AS prefix
+    FROM (SELECT DISTINCT at_nid FROM kept) AS formed
+    JOIN node AS at_node ON at_node.nid = formed.at_nid
+    JOIN problem ON problem.problem_id = at_node.problem_id
+    LEFT JOIN (
+        SELECT formed_at.at_nid, list(step.step_text ORDER BY s.pos) AS texts
+        FROM (SELECT DISTINCT at_nid FROM kept) AS formed_at
+        JOIN path ON path.nid = formed_at.at_nid,
+             unnest(path.anc[2:]) WITH ORDINALITY AS s(step_nid, pos)
+        JOIN node AS step ON step.nid = s.step_nid
+        GROUP BY formed_at.at_nid
+    ) AS steps ON steps.at_nid = formed.at_nid
+)
+SELECT
+    at_node.problem_id,
+    at_node.round,
+    at_node.node_id,
+    prefix.prefix,
+    kept.chosen,
+    kept.rejected,
+    kept.chosen_q,
+    kept.rejected_q,
+    kept.margin,
+    kept.weight,
+    CASE
+        WHEN CAST(CAST('0x' || left(md5(at_node.problem_id), 8) AS UBIGINT) AS DOUBLE)
+             / 4294967296.0 < $heldout_fraction THEN 'test'
+        ELSE 'train'
+    END AS split
+FROM kept
+JOIN node AS at_node ON at_node.nid = kept.at_nid
+JOIN path AS at_path ON at_path.nid = kept.at_nid
+JOIN prefix ON prefix.at_nid = kept.at_nid
+ORDER BY at_node.problem_id, at_node.round, at_path.n_steps, at_path.idx_path,
+         kept.pos_rank, kept.neg_rank

