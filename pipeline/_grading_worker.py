@@ -3,7 +3,8 @@
 :mod:`pipeline.answer` never calls math-verify in the caller's process: sympy can spend
 unbounded time (and memory) on inputs such as ``2^{2^{2^{100}}}``, and math-verify's own timeout
 uses SIGALRM, which fails off the main thread (DESIGN.md section 5b). So this module runs as a
-child process (``python -m pipeline._grading_worker``) that the parent kills and replaces on overrun.
+child process (``python -m pipeline._grading_worker``) that the parent kills and replaces on
+overrun.
 Its signal-based timeouts are switched off (``parsing_timeout=None``, ``timeout_seconds=None``).
 
 Protocol: one JSON object per line on stdin, ``{"pred": str, "truth": str}``; one line per

@@ -36,11 +36,11 @@ def solved_rows(rounds: list[str]) -> list[dict]:
     rows = []
     for round_key in rounds:
         stats = json.loads((layout.DATA / "stats" / f"{round_key}.json").read_text())
-        for entry in stats.get("by_difficulty", []):
-            rows.append({
-                "round": layout.round_number(round_key), "difficulty": str(entry["difficulty"]),
-                "problems": entry["problems"], "solved": entry["solved"],
-            })  # fmt: skip
+        number = layout.round_number(round_key)
+        by_difficulty = stats["rounds"].get(str(number), {}).get("by_difficulty", {})
+        for difficulty, entry in sorted(by_difficulty.items()):
+            rows.append({"round": number, "difficulty": str(difficulty),
+                         "problems": entry["problems"], "solved": entry["solved"]})  # fmt: skip
     return rows
 
 

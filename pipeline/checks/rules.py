@@ -75,7 +75,9 @@ def unique(*columns: str, name: str | None = None) -> Check:
     name = name or f"{', '.join(columns)} unique"
     if len(columns) == 1:
         return Check(name, columns, "ExpectColumnValuesToBeUnique", {"column": columns[0]})
-    return Check(name, columns, "ExpectCompoundColumnsToBeUnique", {"column_list": list(columns)})
+    # A row with a null key is the not-null check's business, not a duplicate.
+    options = {"column_list": list(columns), "ignore_row_if": "any_value_is_missing"}
+    return Check(name, columns, "ExpectCompoundColumnsToBeUnique", options)
 
 
 def sql(

@@ -11,16 +11,16 @@ This module only wires files to queries. It opens Parquet inputs (a file, a glob
 directory of shards, or a list of those) as DuckDB views, checks their columns and tree shape,
 runs a query and writes its result with ``COPY ... TO`` a temporary name that is then renamed,
 so nothing half-written is left behind. The text formats (prompt, solution, generation prefix)
-come from :mod:`pipeline.steps`, registered as SQL functions, so they are defined only there.
+come from :mod:`pipeline.steps` (the prompt as an SQL function, the solution's fixed pieces as
+query parameters), so they are defined only there.
 """
 
 from __future__ import annotations
 
 import glob
-import inspect
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,11 @@ PathLike = str | os.PathLike[str]
 Source = PathLike | Sequence[PathLike]
 
 SQL_DIR = Path(__file__).parent
+
+# The solution text is an opening marker and the step texts; the generation prefix is the prompt,
+# a separator and the solution (pipeline.steps). The SQL joins the same pieces, taken from there.
+SOLUTION_OPEN = steps.render_solution([])
+PREFIX_GLUE = steps.generation_prefix("", [])
 
 # Columns of `nodes` (DESIGN.md section 3) that the tree rules read.
 TREE_COLUMNS = (
@@ -66,7 +71,8 @@ def derive_sft(
     with _session() as con:
         _load_trees(con, nodes_path)
         _load_problems(con, problems_path, nodes_path)
-        return _write(con, "sft", {"per_problem": per_problem}, out_path)
+        params = {"per_problem": per_problem, "solution_open": SOLUTION_OPEN}
+        return _write(con, "sft", params, out_path)
 
 
 def derive_pairs(
@@ -84,6 +90,7 @@ def derive_pairs(
         "min_margin": float(min_margin),
         "min_edit": int(min_edit),
         "heldout_fraction": float(heldout_fraction),
+        "prefix_glue": PREFIX_GLUE,
     }
     with _session() as con:
         _load_trees(con, nodes_path)
@@ -139,28 +146,15 @@ def round_stats(
 
 
 def _session() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the step-format functions of pipeline.steps."""
+    """An in-memory DuckDB connection that knows the prompt format of pipeline.steps."""
     con = duckdb.connect()
-    text_functions: tuple[tuple[str, Callable[..., str], list[str]], ...] = (
-        ("sft_prompt", steps.sft_prompt, ["VARCHAR"]),
-        ("render_solution", steps.render_solution, ["VARCHAR[]"]),
-        ("generation_prefix", steps.generation_prefix, ["VARCHAR", "VARCHAR[]"]),
-    )
-    for name, function, parameters in text_functions:
-        con.create_function(name, _vectorised(function), parameters, "VARCHAR", type="arrow")
+    con.create_function("sft_prompt", _sft_prompts, ["VARCHAR"], "VARCHAR", type="arrow")
     return con
 
 
-def _vectorised(function: Callable[..., str]) -> Callable[..., pa.Array]:
-    """Apply a Python text function row by row to Arrow columns (a DuckDB arrow UDF)."""
-
-    def apply(*columns: pa.Array) -> pa.Array:
-        rows = zip(*(column.to_pylist() for column in columns))
-        return pa.array([function(*row) for row in rows], type=pa.string())
-
-    # DuckDB checks the number of parameters against the signature: give it the function's.
-    apply.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
-    return apply
+def _sft_prompts(questions: pa.Array) -> pa.Array:
+    """steps.sft_prompt over a column of questions (a DuckDB arrow function)."""
+    return pa.array([steps.sft_prompt(q) for q in questions.to_pylist()], type=pa.string())
 
 
 def _parquet_files(source: Source, table: str) -> list[str]:
@@ -274,29 +268,34 @@ def _check_trees(con: duckdb.DuckDBPyConnection, label: str) -> None:
 
 
 def _load_problems(con: duckdb.DuckDBPyConnection, source: Source, nodes_source: Source) -> None:
-    """Build the table ``problem`` (problem_id, question) covering every tree's problem."""
+    """Build the table ``problem`` (problem_id, question, prompt) for every tree's problem."""
     _attach(con, "problems_input", source, "problems", ("problem_id", "question"))
     con.execute(
-        "CREATE TEMP TABLE problem AS "
+        "CREATE TEMP TABLE problem_text AS "
         "SELECT CAST(problem_id AS VARCHAR) AS problem_id, "
         "count(DISTINCT question) AS n_questions, any_value(CAST(question AS VARCHAR)) AS question "
-        "FROM problems_input GROUP BY 1"
+        "FROM problems_input "
+        "WHERE CAST(problem_id AS VARCHAR) IN (SELECT DISTINCT problem_id FROM node) GROUP BY 1"
     )
     conflict = con.execute(
-        "SELECT problem_id FROM problem WHERE n_questions > 1 LIMIT 1"
+        "SELECT problem_id FROM problem_text WHERE n_questions > 1 LIMIT 1"
     ).fetchone()
     if conflict:
         raise ValueError(
             f"problems file {_label(source)}: problem_id {conflict[0]!r} has different questions"
         )
     absent = con.execute(
-        "SELECT DISTINCT problem_id FROM node ANTI JOIN problem USING (problem_id) LIMIT 1"
+        "SELECT DISTINCT problem_id FROM node ANTI JOIN problem_text USING (problem_id) LIMIT 1"
     ).fetchone()
     if absent:
         raise ValueError(
             f"problems file {_label(source)}: no row for problem_id {absent[0]!r} "
             f"of nodes file {_label(nodes_source)}"
         )
+    con.execute(
+        "CREATE TEMP TABLE problem AS "
+        "SELECT problem_id, question, sft_prompt(question) AS prompt FROM problem_text"
+    )
 
 
 # --------------------------------------------------------------------------- output

@@ -23,8 +23,8 @@
 -- $heldout_fraction, else 'train'; every pair of a problem shares it (section 2: "split into
 -- train and held-out by problem").
 --
--- Reads the tables `node`, `path` and `problem`; parameters $min_margin, $min_edit,
--- $heldout_fraction. Uses the functions sft_prompt and generation_prefix of pipeline.steps.
+-- Reads the tables `node`, `path` and `problem` (with each problem's prompt); parameters
+-- $min_margin, $min_edit, $heldout_fraction and $prefix_glue.
 WITH RECURSIVE
 outcome AS (
     SELECT
@@ -84,7 +84,7 @@ available AS (
     SEMI JOIN visited ON visited.nid = ranked.parent_nid
     GROUP BY ranked.parent_nid
 ),
-taken AS (
+taken AS MATERIALIZED (
     SELECT
         at_nid,
         least(n_pos_available, CASE WHEN n_neg_available = 1 THEN 4 ELSE 2 END) AS n_pos,
@@ -92,12 +92,12 @@ taken AS (
     FROM available
     WHERE n_pos_available > 0 AND n_neg_available > 0
 ),
-positive AS (
+positive AS MATERIALIZED (
     SELECT ranked.*, taken.n_pos, taken.n_neg
     FROM ranked JOIN taken ON taken.at_nid = ranked.parent_nid
     WHERE ranked.pos_rank <= taken.n_pos
 ),
-negative AS (
+negative AS MATERIALIZED (
     SELECT ranked.*
     FROM ranked JOIN taken ON taken.at_nid = ranked.parent_nid
     WHERE ranked.neg_rank <= taken.n_neg
@@ -116,7 +116,7 @@ continuation(start_nid, side, at_nid, n_nodes, sum_q) AS (
     WHERE (continuation.side = 'best' AND ranked.pos_rank = 1)
        OR (continuation.side = 'worst' AND ranked.neg_rank = 1)
 ),
-continuation_mean AS (
+continuation_mean AS MATERIALIZED (
     SELECT start_nid, side, arg_max(sum_q, n_nodes) / max(n_nodes) AS mean_q
     FROM continuation
     GROUP BY start_nid, side
@@ -145,38 +145,29 @@ candidate AS MATERIALIZED (
 -- The edit distance is the costly test, so it runs last, on candidates only (the CTE above is
 -- materialised so the optimiser cannot move it earlier). It is at least the difference of the
 -- lengths, which settles most pairs without computing it.
-kept AS (
+kept AS MATERIALIZED (
     SELECT * FROM candidate
     WHERE CASE
         WHEN abs(length(chosen) - length(rejected)) >= $min_edit THEN true
         ELSE levenshtein(chosen, rejected) >= $min_edit
     END
 ),
--- The prefix of every node where a pair was formed: the prompt and the solution down to it.
-prefix AS (
-    SELECT
-        formed.at_nid,
-        generation_prefix(
-            sft_prompt(problem.question),
-            coalesce(steps.texts, CAST([] AS VARCHAR[]))
-        ) AS prefix
+-- The prefix of every node where a pair was formed: the problem's prompt, then the solution
+-- down to that node ($prefix_glue is pipeline.steps.generation_prefix("", [])).
+prefix_steps AS (
+    SELECT formed.at_nid, list(step.step_text ORDER BY s.pos) AS texts
     FROM (SELECT DISTINCT at_nid FROM kept) AS formed
-    JOIN node AS at_node ON at_node.nid = formed.at_nid
-    JOIN problem ON problem.problem_id = at_node.problem_id
-    LEFT JOIN (
-        SELECT formed_at.at_nid, list(step.step_text ORDER BY s.pos) AS texts
-        FROM (SELECT DISTINCT at_nid FROM kept) AS formed_at
-        JOIN path ON path.nid = formed_at.at_nid,
-             unnest(path.anc[2:]) WITH ORDINALITY AS s(step_nid, pos)
-        JOIN node AS step ON step.nid = s.step_nid
-        GROUP BY formed_at.at_nid
-    ) AS steps ON steps.at_nid = formed.at_nid
+    JOIN path ON path.nid = formed.at_nid,
+         unnest(path.anc[2:]) WITH ORDINALITY AS s(step_nid, pos)
+    JOIN node AS step ON step.nid = s.step_nid
+    GROUP BY formed.at_nid
 )
 SELECT
     at_node.problem_id,
     at_node.round,
     at_node.node_id,
-    prefix.prefix,
+    problem.prompt || $prefix_glue || array_to_string(coalesce(prefix_steps.texts, []), '')
+        AS prefix,
     kept.chosen,
     kept.rejected,
     kept.chosen_q,
@@ -191,6 +182,7 @@ SELECT
 FROM kept
 JOIN node AS at_node ON at_node.nid = kept.at_nid
 JOIN path AS at_path ON at_path.nid = kept.at_nid
-JOIN prefix ON prefix.at_nid = kept.at_nid
+JOIN problem ON problem.problem_id = at_node.problem_id
+LEFT JOIN prefix_steps ON prefix_steps.at_nid = kept.at_nid
 ORDER BY at_node.problem_id, at_node.round, at_path.n_steps, at_path.idx_path,
          kept.pos_rank, kept.neg_rank

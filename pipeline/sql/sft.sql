@@ -8,8 +8,11 @@
 -- values ascending (the earliest path first, section 2 "Ties"); the first $per_problem are kept
 -- with rank 1, 2, ...
 --
--- Reads the tables `node`, `path` and `problem`; parameter $per_problem. Uses the functions
--- sft_prompt and render_solution of pipeline.steps.
+-- The response is the solution text: $solution_open (pipeline.steps.render_solution([])) and
+-- the step texts of the path, root excluded.
+--
+-- Reads the tables `node`, `path` and `problem` (with each problem's prompt); parameters
+-- $per_problem and $solution_open.
 WITH
 correct_trajectory AS (
     SELECT
@@ -46,8 +49,8 @@ response_steps AS (
 SELECT
     top.problem_id,
     top.round,
-    sft_prompt(problem.question) AS prompt,
-    render_solution(response_steps.texts) AS response,
+    problem.prompt,
+    $solution_open || array_to_string(response_steps.texts, '') AS response,
     top.mean_q,
     top.rank
 FROM top
