@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import multiprocessing
 import random
 import sys
 import tempfile
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import ids, sql, steps  # noqa: E402
+from pipeline import ids, sql, steps
 
 # --------------------------------------------------------------------------- reference rules
 
@@ -179,17 +181,17 @@ def reference_sft(tree: RefTree, question: str, per_problem: int) -> list[dict]:
     def walk(node: dict, path: list[dict]) -> None:
         for kid in tree.kids(node):
             walk(kid, path + [kid])
-        if node["terminal_kind"] == "answer" and node["correct"] is True:
-            if not any(step["is_error"] for step in path):
-                q_values = [step["q"] for step in path]
-                found.append(
-                    (
-                        sum(q_values) / len(q_values),
-                        min(q_values),
-                        [step["child_index"] for step in path],
-                        [step["step_text"] for step in path],
-                    )
+        is_right = node["terminal_kind"] == "answer" and node["correct"] is True
+        if is_right and not any(step["is_error"] for step in path):
+            q_values = [step["q"] for step in path]
+            found.append(
+                (
+                    sum(q_values) / len(q_values),
+                    min(q_values),
+                    [step["child_index"] for step in path],
+                    [step["step_text"] for step in path],
                 )
+            )
 
     walk(root, [])
     found.sort(key=lambda t: (-t[0], -t[1], t[2]))
@@ -232,9 +234,10 @@ def reference_rules(
 # --------------------------------------------------------------------------- synthetic trees
 
 _WORDS = (
-    "total apples price each half twice remaining sum difference ratio per day week cost "
-    "distance speed time area width length count boxes marbles students pages"
-).split()
+    "total", "apples", "price", "each", "half", "twice", "remaining", "sum", "difference",
+    "ratio", "per", "day", "week", "cost", "distance", "speed", "time", "area", "width",
+    "length", "count", "boxes", "marbles", "students", "pages",
+)  # fmt: skip
 _OPS = ("+", "-", "*", "/", "//", "%")
 
 
@@ -296,21 +299,23 @@ def synthetic_tree(rng: random.Random, problem_id: str, round_: int, cap: int) -
             if child_depth > 7:
                 kind: str | None = "too_deep"
             elif rng.random() < p_terminal:
-                kind = rng.choices(
-                    ("answer", "too_many_errors", "unparsable"), weights=(85, 9, 6)
-                )[0]
+                kind = rng.choices(("answer", "too_many_errors", "unparsable"), weights=(85, 9, 6))[
+                    0
+                ]
             else:
                 kind = None
             if kind == "answer":
                 correct = rng.random() < p_correct
                 value = 42 if correct else rng.randint(0, 60)
-                text = _answer_text(rng, value) if rng.random() < 0.7 else (
-                    _step_text(rng, child_depth) + _answer_text(rng, value)
+                text = (
+                    _answer_text(rng, value)
+                    if rng.random() < 0.7
+                    else (_step_text(rng, child_depth) + _answer_text(rng, value))
                 )
             else:
                 text = _step_text(rng, child_depth)
                 if texts and rng.random() < 0.08:  # a near-duplicate of a sibling
-                    twin = sorted(texts)[0]
+                    twin = min(texts)
                     text = twin.replace("Step", "step", 1)
             if text in texts:
                 continue  # the search drops exact duplicates
@@ -415,13 +420,29 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _current_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def measure(label: str, run: Callable[[], Any]) -> tuple[Any, float, float]:
+    """Run once; print wall time, CPU time and the peak resident memory of this process."""
     _reset_peak_rss()
-    start = time.perf_counter()
+    before = _current_rss_mb()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = run()
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     peak = _peak_rss_mb()
-    print(f"{label:<28} {seconds:8.2f} s   peak RSS {peak:8.0f} MiB", flush=True)
+    print(
+        f"{label:<24} {seconds:7.2f} s wall {cpu:7.2f} s cpu   "
+        f"peak RSS {peak:6.0f} MiB (+{peak - before:.0f} over its start)",
+        flush=True,
+    )
     return result, seconds, peak
 
 
@@ -455,19 +476,24 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         workdir = args.workdir or Path(scratch)
         start = time.perf_counter()
-        nodes_glob, problems_path, n_nodes, n_problems = write_synthetic(
-            workdir, args.nodes, args.seed
+        # A child process writes the trees, so this process starts the measurements small.
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+            nodes_glob, problems_path, n_nodes, n_problems = pool.submit(
+                write_synthetic, workdir, args.nodes, args.seed
+            ).result()
+        print(
+            f"generated {n_nodes} nodes of {n_problems} problems in "
+            f"{time.perf_counter() - start:.1f} s: {nodes_glob}",
+            flush=True,
         )
-        print(f"generated {n_nodes} nodes of {n_problems} problems in "
-              f"{time.perf_counter() - start:.1f} s: {nodes_glob}")
 
         def run_duckdb() -> None:
             sql.derive_pairs(nodes_glob, problems_path, workdir / "pairs.parquet")
             sql.derive_sft(nodes_glob, problems_path, workdir / "sft.parquet")
 
         def run_python() -> tuple[list[dict], list[dict]]:
-            rows = pq.ParquetDataset(sorted(Path(workdir, "nodes").glob("*.parquet")))
-            node_rows = rows.read().to_pylist()
+            shards = sorted(Path(workdir, "nodes").glob("*.parquet"))
+            node_rows = pq.ParquetDataset(shards).read().to_pylist()
             questions = {
                 row["problem_id"]: row["question"]
                 for row in pq.read_table(problems_path).to_pylist()

@@ -7,6 +7,8 @@ read) is cached in pytest's cache folder, so later sessions skip that read as we
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,3 +57,29 @@ def format_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: P
     config = TrainConfig(epochs=4, learning_rate=1e-2, batch_size=8, max_length=192, warmup_ratio=0.0)
     train_sft(tiny_model_dir, examples, out, config)
     return out
+
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the environment's `dvc` in ``repo`` (stages find the same python on PATH)."""
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def smoke_repo(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) -> Path:
+    """A scratch copy of the repository after `dvc repro` of the smoke profile (one per session).
+
+    Tests that change it must put params.yaml back (`switch_profile(repo, "smoke")`).
+    """
+    from pipeline.profiles import switch_profile
+    from pipeline.scratch import scratch_copy
+
+    repo = scratch_copy(REPO, tmp_path_factory.mktemp("smoke") / "repo")
+    switch_profile(repo, "smoke")
+    result = dvc(repo, "repro")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return repo

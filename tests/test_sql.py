@@ -21,7 +21,7 @@ import pytest
 from pipeline import sql, steps
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tree_builder import Node, Tree, write_nodes, write_problems  # noqa: E402
+from tree_builder import Node, Tree, write_nodes, write_problems
 
 
 def _load_bench():
@@ -330,10 +330,18 @@ def test_pairs_and_sft_agree_with_the_python_reference_on_random_trees(tmp_path)
     problem_rows = [{"problem_id": k, "question": v} for k, v in questions.items()]
     pq.write_table(pa.Table.from_pylist(problem_rows), tmp_path / "problems.parquet")
     options = {"min_margin": 0.3, "min_edit": 15, "heldout_fraction": 0.3}
-    sql.derive_pairs(tmp_path / "nodes.parquet", tmp_path / "problems.parquet",
-                     tmp_path / "pairs.parquet", **options)
-    sql.derive_sft(tmp_path / "nodes.parquet", tmp_path / "problems.parquet",
-                   tmp_path / "sft.parquet", per_problem=3)
+    sql.derive_pairs(
+        tmp_path / "nodes.parquet",
+        tmp_path / "problems.parquet",
+        tmp_path / "pairs.parquet",
+        **options,
+    )
+    sql.derive_sft(
+        tmp_path / "nodes.parquet",
+        tmp_path / "problems.parquet",
+        tmp_path / "sft.parquet",
+        per_problem=3,
+    )
     pairs, sft = bench.reference_rules(rows, questions, per_problem=3, **options)
     assert len(pairs) > 50 and len(sft) > 20
     # Same rows in the same order: both walk trees by (problem_id, round), then breadth-first.
@@ -361,7 +369,7 @@ def sft_tree() -> tuple[Tree, dict[str, Node]]:
 
 
 def test_sft_keeps_the_best_correct_error_free_trajectories(tmp_path):
-    t, n = sft_tree()
+    t, _ = sft_tree()
     # Correct trajectories: A,A0 Q [0, 1] mean 0.5; B,B0 and B,B1 Q [1, 1] mean 1 (a full tie:
     # child_index paths (1,0) < (1,1)); E,E0 mean 1 but E's code errored: excluded.
     rows = run_sft(tmp_path, t, per_problem=2)
@@ -374,7 +382,9 @@ def test_sft_keeps_the_best_correct_error_free_trajectories(tmp_path):
     ]  # fmt: skip
     rows = run_sft(tmp_path, t, per_problem=3)
     assert [(r["rank"], r["mean_q"], r["response"]) for r in rows][2] == (
-        3, 0.5, steps.render_solution([code("A"), boxed("A0")])
+        3,
+        0.5,
+        steps.render_solution([code("A"), boxed("A0")]),
     )
     assert len(run_sft(tmp_path, t, per_problem=10)) == 3
 
@@ -439,10 +449,18 @@ def test_trajectories_are_paths_to_created_terminals(tmp_path):
     assert (e0["q_values"], e0["mean_q"], e0["min_q"]) == ([1.0, 1.0], 1.0, 1.0)
     assert (e0["correct"], e0["has_error"], e0["final_answer"]) == (True, True, "1")
     a1 = by_leaf[n["A1"].node_id]
-    assert (a1["q_values"], a1["mean_q"], a1["min_q"], a1["correct"]) == ([0.0, -1.0], -0.5, -1.0, False)
+    assert (a1["q_values"], a1["mean_q"], a1["min_q"], a1["correct"]) == (
+        [0.0, -1.0],
+        -0.5,
+        -1.0,
+        False,
+    )
     dx = rows[-1]
     assert (dx["steps"], dx["q_values"], dx["correct"], dx["has_error"]) == (
-        [code("D"), code("Dx")], [0.0, -1.0], False, True
+        [code("D"), code("Dx")],
+        [0.0, -1.0],
+        False,
+        True,
     )
 
 
@@ -457,7 +475,9 @@ def test_round_stats_per_round_and_difficulty(tmp_path):
     later = Tree("p1", round=2)
     later.answer(later.root, boxed("L0"), correct=True)
     nodes = write_nodes(tmp_path / "nodes.parquet", easy, hard, later)
-    problems = write_problems(tmp_path / "problems.parquet", easy, hard, levels={"p1": "1", "p2": "5"})
+    problems = write_problems(
+        tmp_path / "problems.parquet", easy, hard, levels={"p1": "1", "p2": "5"}
+    )
     sql.derive_sft(nodes, problems, tmp_path / "sft.parquet")
     stats = sql.round_stats(nodes, problems, sft_path=tmp_path / "sft.parquet")
     r1 = stats["rounds"]["1"]
@@ -511,8 +531,10 @@ def test_broken_trees_are_reported(tmp_path):
     problems = write_problems(tmp_path / "problems.parquet", t)
     rows = t.rows()
     orphan = dict(rows[-1], node_id="orphan", parent_id="nowhere")
+    loop = [dict(rows[-1], node_id="x", parent_id="y"), dict(rows[-1], node_id="y", parent_id="x")]
     for broken, message in (
         (rows + [orphan], "parent_id 'nowhere'"),
+        (rows + loop, "not reachable from its root"),
         (rows + [rows[1]], "appears twice"),
         ([r for r in rows if r["parent_id"] is not None], "0 roots"),
     ):

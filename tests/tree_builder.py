@@ -15,6 +15,7 @@ test states only the shape of a tree and reads Q values off the backup rule:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,7 +117,9 @@ class Tree:
         self.nodes.append(node)
         return node
 
-    def step(self, parent: Node, text: str, *, error: bool = False, ppm: float | None = None) -> Node:
+    def step(
+        self, parent: Node, text: str, *, error: bool = False, ppm: float | None = None
+    ) -> Node:
         """A code step; ``ppm`` initialises its value once, as in PPM-augmented rounds."""
         node = self._add(parent, text, code=text, is_error=error, ppm_score=ppm)
         if ppm is not None:
@@ -187,7 +190,7 @@ def write_problems(path: Path, *trees: Tree, levels: dict[str, str] | None = Non
             "source": "test",
             "split": "train",
             "solution": None,
-            "meta": '{"level": "%s"}' % level if level else "{}",
+            "meta": json.dumps({"level": level} if level else {}),
         }
     pq.write_table(pa.Table.from_pylist(list(seen.values()), PROBLEMS_SCHEMA), path)
     return path

@@ -1,10 +1,12 @@
 """Run the Great Expectations part of a table's checks over a pandas frame (GX 1.x).
 
-One ephemeral Data Context per process, one pandas data source with one whole-dataframe batch
-definition; each table's checks become an ``ExpectationSuite``, run by a ``ValidationDefinition``
-on the frame. (A ``ValidationDefinition`` builds the batch once; ``get_batch().validate()``
-builds it twice, and GX fingerprints every batch by hashing the whole frame.) GX is imported here only, and only when a validation runs, so ``import pipeline.checks``
-stays cheap. Its usage analytics and progress bars are switched off so stage logs stay readable.
+One ephemeral Data Context per process, with one pandas data source and one whole-dataframe
+batch definition; each table's checks become an ``ExpectationSuite`` that a
+``ValidationDefinition`` runs on the frame. (A ``ValidationDefinition`` builds the batch once;
+``get_batch().validate()`` builds it twice, and GX fingerprints every batch by hashing the
+whole frame.) GX is imported here only, and only when a validation runs, so
+``import pipeline.checks`` stays cheap; its usage analytics and progress bars are off so stage
+logs stay readable.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ and up to :data:`MAX_EXAMPLES` of them, each named by the table's id columns.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,8 +27,9 @@ class CheckResult:
     """One check of one table.
 
     ``count`` is the number of ``unit`` (rows, or trees for a rule about whole trees) that
-    break the check; for a missing or mistyped column, every row. ``engine`` is ``schema``, ``gx`` or ``sql``; ``detail`` says more in words
-    (the Great Expectations type, a found type, why a check was skipped).
+    break the check; for a missing or mistyped column, every row. ``engine`` is ``schema``,
+    ``gx`` or ``sql``; ``detail`` says more in words (the Great Expectations type, a found
+    type, why a check was skipped, the error a check raised).
     """
 
     check: str
@@ -82,6 +84,7 @@ class ValidationReport:
         return "\n".join([head, *(f"  - {_failure_line(check)}" for check in self.failures)])
 
     def to_dict(self) -> dict[str, Any]:
+        """The full report as a JSON-ready dict; what :func:`write_report` writes."""
         return {
             "table": self.table,
             "path": self.path,
@@ -94,9 +97,9 @@ class ValidationReport:
             "checks": [asdict(check) for check in self.checks],
         }
 
-    def to_json(self) -> dict[str, Any]:
-        """The full report as a JSON-ready dict (every check, passed ones included)."""
-        return self.to_dict()
+    def to_json(self) -> str:
+        """The full report as JSON text (every check, passed ones included)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)
 
 
 def write_report(report: ValidationReport, path: str | Path) -> None:
@@ -132,8 +135,8 @@ def plain(value: Any) -> Any:
         return None
     if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy scalar/array
         value = value.tolist()
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
+    if isinstance(value, float):  # NaN is a null; +-inf is kept as text (JSON has no inf)
+        return None if math.isnan(value) else value if math.isfinite(value) else str(value)
     if isinstance(value, (bool, int)):
         return value
     if isinstance(value, str):

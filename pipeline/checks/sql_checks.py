@@ -23,6 +23,7 @@ def _quote(path: Path) -> str:
 def connect(path: Path, problems_path: Path | None) -> duckdb.DuckDBPyConnection:
     """A connection with views ``t`` (the table), ``problems`` (when given) and the id hashes."""
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")  # stage logs stay readable
     con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({_quote(path)})")
     if problems_path is not None:
         con.execute(f"CREATE VIEW problems AS SELECT * FROM read_parquet({_quote(problems_path)})")

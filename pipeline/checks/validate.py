@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.checks.contracts import CONTRACTS, TABLES
+from pipeline.checks.contracts import CONTRACTS, TABLES, Contract
 from pipeline.checks.gx_suite import run_suite
 from pipeline.checks.report import SKIPPED, CheckResult, ValidationReport
 from pipeline.checks.rules import Check, not_null, value_checks
@@ -65,22 +65,9 @@ def validate_table(
 
     results = schema_checks(contract, schema, rows)
     usable = {result.columns[0] for result in results if not result.failed}
-    id_columns = [column for column in contract.id_columns if column in usable]
-    checks = [not_null(c.name, large=c.large) for c in contract.columns if not c.nullable]
-    checks += [check for check in value_checks(table, min_margin=min_margin)
-               if problems is not None or not check.needs_problems]  # fmt: skip
-
-    runnable = [check for check in checks if set(check.columns) <= usable]
-    gx_checks = [check for check in runnable if check.engine == "gx"]
-    gx_results = (
-        run_suite(table, _read_frame(path, gx_checks, id_columns), gx_checks, id_columns)
-        if gx_checks
-        else []
-    )
-    sql_results = _run_sql(path, problems, [c for c in runnable if c.engine == "sql"], id_columns)
-    ran = {result.check: result for result in [*gx_results, *sql_results]}
-    for check in checks:
-        results.append(ran.get(check.name) or _skipped(check, usable))
+    checks = planned_checks(table, min_margin=min_margin, with_problems=problems is not None)
+    ran = _run(path, problems, [c for c in checks if set(c.columns) <= usable], usable, contract)
+    results += [ran.get(check.name) or _skipped(check, usable) for check in checks]
     return ValidationReport(
         table=table,
         path=str(path),
@@ -89,6 +76,29 @@ def validate_table(
         seconds=time.perf_counter() - started,
         params={"min_margin": min_margin, "problems_path": str(problems) if problems else None},
     )
+
+
+def planned_checks(table: str, *, min_margin: float, with_problems: bool) -> list[Check]:
+    """Every check of ``table`` beyond its schema: nulls first, then the value rules."""
+    contract = CONTRACTS[table]
+    checks = [not_null(c.name, large=c.large) for c in contract.columns if not c.nullable]
+    rules = value_checks(table, min_margin=min_margin)
+    return checks + [rule for rule in rules if with_problems or not rule.needs_problems]
+
+
+def _run(
+    path: Path, problems: Path | None, checks: list[Check], usable: set[str], contract: Contract
+) -> dict[str, CheckResult]:
+    """Run GX over the frame of its columns, then DuckDB over the file; results by check name."""
+    id_columns = [column for column in contract.id_columns if column in usable]
+    gx_checks = [check for check in checks if check.engine == "gx"]
+    sql_checks = [check for check in checks if check.engine == "sql"]
+    results = []
+    if gx_checks:
+        frame = _read_frame(path, gx_checks, id_columns)
+        results += run_suite(contract.table, frame, gx_checks, id_columns)
+    results += _run_sql(path, problems, sql_checks, id_columns)
+    return {result.check: result for result in results}
 
 
 def _problems_source(problems_path: str | Path | None) -> Path | None:

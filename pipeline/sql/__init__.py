@@ -224,10 +224,12 @@ def _load_trees(
     con.execute(f"CREATE TEMP TABLE node AS {_sql('node')}")
     _check_trees(con, _label(source))
     con.execute(f"CREATE TEMP TABLE path AS {_sql('path')}")
-    unreachable = con.execute(
-        "SELECT problem_id, round, node_id FROM node ANTI JOIN path USING (nid) LIMIT 1"
-    ).fetchone()
-    if unreachable:
+    counts = con.execute("SELECT (SELECT count(*) FROM node), (SELECT count(*) FROM path)")
+    n_nodes, n_reached = counts.fetchone() or (0, 0)
+    if n_reached != n_nodes:
+        unreachable = con.execute(
+            "SELECT problem_id, round, node_id FROM node ANTI JOIN path USING (nid) LIMIT 1"
+        ).fetchone() or ("?", "?", "?")
         raise ValueError(
             f"nodes file {_label(source)}: node {unreachable[2]!r} of problem {unreachable[0]!r} "
             f"round {unreachable[1]} is not reachable from its root (parent_id cycle)"
@@ -235,10 +237,10 @@ def _load_trees(
 
 
 # Each check: a query returning an offending row, and the message it becomes.
-_TREE_CHECKS = (
+_TREE_CHECKS: tuple[tuple[str, str], ...] = (
     (
         "SELECT problem_id, round, node_id FROM node "
-        "WHERE problem_id IS NULL OR round IS NULL OR node_id IS NULL LIMIT 1",
+        + "WHERE problem_id IS NULL OR round IS NULL OR node_id IS NULL LIMIT 1",
         "a node has a null problem_id, round or node_id: {row}",
     ),
     (
@@ -246,16 +248,16 @@ _TREE_CHECKS = (
         "node_id {row[2]!r} appears twice in the tree of problem {row[0]!r} round {row[1]}",
     ),
     (
-        "SELECT problem_id, round, count(*) FILTER (WHERE parent_id IS NULL) AS roots FROM node "
-        "GROUP BY ALL HAVING roots <> 1 LIMIT 1",
+        "SELECT problem_id, round, count(*) FILTER (WHERE parent_id IS NULL) AS roots "
+        + "FROM node GROUP BY ALL HAVING roots <> 1 LIMIT 1",
         "the tree of problem {row[0]!r} round {row[1]} has {row[2]} roots (parent_id null), "
-        "expected 1",
+        + "expected 1",
     ),
     (
         "SELECT problem_id, round, node_id, parent_id FROM node "
-        "WHERE parent_id IS NOT NULL AND parent_nid IS NULL LIMIT 1",
+        + "WHERE parent_id IS NOT NULL AND parent_nid IS NULL LIMIT 1",
         "node {row[2]!r} of problem {row[0]!r} round {row[1]} has parent_id {row[3]!r}, "
-        "which is not in its tree",
+        + "which is not in its tree",
     ),
 )
 
@@ -315,9 +317,8 @@ def _write(
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = f"{out}.{uuid.uuid4().hex}.tmp"
     try:
-        written = con.execute(
-            f"COPY ({_sql(query)}) TO {_quote(tmp)} (FORMAT parquet)", params
-        ).fetchone()
+        copy = f"COPY ({_sql(query)}) TO {_quote(tmp)} (FORMAT parquet)"
+        written = con.execute(copy, params).fetchone()
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):

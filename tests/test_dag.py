@@ -1,0 +1,94 @@
+"""The smoke DAG end to end with real `dvc`, in a scratch copy of the repository.
+
+The session's `smoke_repo` (conftest) ran `dvc repro` on the smoke profile; these tests read its
+tables and ask DVC what a parameter change would rebuild.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import networkx as nx
+import polars as pl
+import pytest
+import yaml
+
+from pipeline.profiles import switch_profile
+from pipeline.tree import backup_violations
+from tests.conftest import dvc
+
+pytestmark = pytest.mark.slow
+
+
+def would_run(repo: Path) -> set[str]:
+    """Stages `dvc status` finds changed, plus every stage downstream of them."""
+    from dvc.repo import Repo
+
+    changed = set(json.loads(dvc(repo, "status", "--json").stdout))
+    with Repo(str(repo)) as dvc_repo:
+        graph = dvc_repo.index.graph  # edges point from a stage to the stages it reads from
+        affected = set()
+        for stage in graph.nodes:  # `name`, not `addressing`: that one is relative to the cwd
+            if stage.name in changed:
+                affected |= {stage.name} | {other.name for other in nx.ancestors(graph, stage)}
+    return affected
+
+
+def edit_params(repo: Path, change) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    change(params)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_smoke_dag_is_up_to_date_after_repro(smoke_repo):
+    assert would_run(smoke_repo) == set()
+    metrics = json.loads((smoke_repo / "data/eval/r2.json").read_text())
+    assert set(metrics["accuracy"]) >= {"greedy", "pass_at_2", "ppm_best_of_2", "ppm_mcts"}
+    plotted = pl.read_csv(smoke_repo / "data/plots/accuracy.csv")
+    assert sorted(set(plotted["round"])) == [1, 2]
+
+
+def test_trees_of_both_rounds_obey_the_backup_rules(smoke_repo):
+    for round_key, mode in (("r1", "terminal_guided"), ("r2", "ppm_augmented")):
+        stats = json.loads((smoke_repo / f"data/rounds/{round_key}/rollout_stats.json").read_text())
+        assert stats["mode"] == mode
+        nodes = pl.read_parquet(smoke_repo / f"data/rounds/{round_key}/nodes.parquet")
+        assert nodes.height > nodes["problem_id"].n_unique()  # the trees grew past their roots
+        assert backup_violations(nodes.to_dicts()) == []
+    ppm_nodes = pl.read_parquet(smoke_repo / "data/rounds/r2/nodes.parquet")
+    assert ppm_nodes["ppm_score"].is_not_null().any()
+
+
+def test_real_tables_pass_validation(smoke_repo):
+    from pipeline.checks import validate_table
+
+    problems = smoke_repo / "data/seeds/problems.parquet"
+    for table in ("nodes", "trajectories", "sft", "pairs"):
+        report = validate_table(table, smoke_repo / f"data/rounds/r1/{table}.parquet", problems_path=problems)
+        assert report.success, report.summary()
+
+
+def test_ppm_training_change_rebuilds_only_ppm_training_and_its_dependents(smoke_repo):
+    edit_params(smoke_repo, lambda p: p["train_ppm"].update(learning_rate=p["train_ppm"]["learning_rate"] / 2))
+    try:
+        # r2 searches with r1's PPM, so its rollout and everything after it are dependents.
+        assert would_run(smoke_repo) == {
+            "train_ppm@r1", "train_ppm@r2", "evaluate@r1", "evaluate@r2", "rollout@r2", "sft@r2",
+            "pairs@r2", "validate@r2", "stats@r2", "train_policy@r2", "plots",
+        }  # fmt: skip
+    finally:
+        subprocess.run(["git", "checkout", "params.yaml"], cwd=smoke_repo, check=True)
+        switch_profile(smoke_repo, "smoke")
+
+
+def test_round_two_rollout_change_leaves_round_one_untouched(smoke_repo):
+    edit_params(smoke_repo, lambda p: p["rounds"]["r2"].update(rollouts=3))
+    try:
+        affected = would_run(smoke_repo)
+        assert "rollout@r2" in affected and "train_ppm@r2" in affected
+        assert not {stage for stage in affected if stage.endswith("@r1")}
+        assert not affected & {"seeds", "base_model", "warm_start", "round0"}
+    finally:
+        switch_profile(smoke_repo, "smoke")
