@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PROFILE ?= default
+# `make repro PROFILE=smoke` switches the active profile first; plain `make repro` keeps params.yaml.
+PROFILE ?=
 
 .PHONY: setup repro test smoke bench lint clean-venv
 
@@ -21,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 repro: setup
-	$(BIN)/rstar profile $(PROFILE)
+	$(if $(PROFILE),$(BIN)/rstar profile $(PROFILE))
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 
 test: setup

@@ -488,6 +488,9 @@ def test_round_stats_per_round_and_difficulty(tmp_path):
     assert r1["by_difficulty"]["5"]["solved"] == 0
     assert r1["total"]["mean_terminal_depth"] == 2.0
     assert stats["rounds"]["2"]["by_difficulty"] == {"1": stats["rounds"]["2"]["total"]}
+    no_levels = write_problems(tmp_path / "plain.parquet", easy, hard)
+    plain = sql.round_stats(nodes, no_levels)["rounds"]["1"]
+    assert plain["by_difficulty"] == {"all": plain["total"]} and "sft_rows" not in plain["total"]
 
 
 # --------------------------------------------------------------------------- files and errors
@@ -521,6 +524,12 @@ def test_bad_input_fails_with_a_one_line_error_naming_it(tmp_path):
     nodes = write_nodes(tmp_path / "nodes.parquet", t, other)
     with pytest.raises(ValueError, match="no row for problem_id 'p-unknown'"):
         sql.derive_pairs(nodes, problems, tmp_path / "o.parquet")
+    blank = tmp_path / "blank.parquet"
+    pq.write_table(
+        pa.table({"problem_id": ["p1"], "question": pa.array([None], pa.string())}), blank
+    )
+    with pytest.raises(ValueError, match="problem_id 'p1' has no question"):
+        sql.derive_sft(write_nodes(tmp_path / "n1.parquet", t), blank, tmp_path / "o.parquet")
     with pytest.raises(ValueError, match="per_problem"):
         sql.derive_sft(nodes, problems, tmp_path / "o.parquet", per_problem=0)
     assert not (tmp_path / "o.parquet").exists()

@@ -280,12 +280,11 @@ def _load_problems(con: duckdb.DuckDBPyConnection, source: Source, nodes_source:
         "WHERE CAST(problem_id AS VARCHAR) IN (SELECT DISTINCT problem_id FROM node) GROUP BY 1"
     )
     conflict = con.execute(
-        "SELECT problem_id FROM problem_text WHERE n_questions > 1 LIMIT 1"
+        "SELECT problem_id, n_questions FROM problem_text WHERE n_questions <> 1 LIMIT 1"
     ).fetchone()
     if conflict:
-        raise ValueError(
-            f"problems file {_label(source)}: problem_id {conflict[0]!r} has different questions"
-        )
+        problem = "has different questions" if conflict[1] else "has no question"
+        raise ValueError(f"problems file {_label(source)}: problem_id {conflict[0]!r} {problem}")
     absent = con.execute(
         "SELECT DISTINCT problem_id FROM node ANTI JOIN problem_text USING (problem_id) LIMIT 1"
     ).fetchone()

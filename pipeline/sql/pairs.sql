@@ -121,36 +121,40 @@ continuation_mean AS MATERIALIZED (
     FROM continuation
     GROUP BY start_nid, side
 ),
+-- The edit distance is the costly test, so it runs last, on candidates only, and once: it is
+-- a column of this materialised table. The distance is at least the difference of the lengths,
+-- which settles many pairs without computing it.
 candidate AS MATERIALIZED (
     SELECT
-        positive.parent_nid AS at_nid,
-        positive.pos_rank,
-        negative.neg_rank,
-        positive.step_text AS chosen,
-        negative.step_text AS rejected,
-        positive.q AS chosen_q,
-        negative.q AS rejected_q,
-        positive.q - negative.q AS margin,
-        CAST(1 AS DOUBLE) / (positive.n_pos * positive.n_neg) AS weight
-    FROM positive
-    JOIN negative ON negative.parent_nid = positive.parent_nid
-    JOIN continuation_mean AS best
-        ON best.start_nid = positive.nid AND best.side = 'best'
-    JOIN continuation_mean AS worst
-        ON worst.start_nid = negative.nid AND worst.side = 'worst'
-    WHERE positive.q - negative.q > 0
-      AND best.mean_q > worst.mean_q
-      AND positive.q - negative.q >= $min_margin
+        *,
+        CASE
+            WHEN abs(length(chosen) - length(rejected)) >= $min_edit THEN true
+            ELSE levenshtein(chosen, rejected) >= $min_edit
+        END AS far_enough
+    FROM (
+        SELECT
+            positive.parent_nid AS at_nid,
+            positive.pos_rank,
+            negative.neg_rank,
+            positive.step_text AS chosen,
+            negative.step_text AS rejected,
+            positive.q AS chosen_q,
+            negative.q AS rejected_q,
+            positive.q - negative.q AS margin,
+            CAST(1 AS DOUBLE) / (positive.n_pos * positive.n_neg) AS weight
+        FROM positive
+        JOIN negative ON negative.parent_nid = positive.parent_nid
+        JOIN continuation_mean AS best
+            ON best.start_nid = positive.nid AND best.side = 'best'
+        JOIN continuation_mean AS worst
+            ON worst.start_nid = negative.nid AND worst.side = 'worst'
+        WHERE positive.q - negative.q > 0
+          AND best.mean_q > worst.mean_q
+          AND positive.q - negative.q >= $min_margin
+    )
 ),
--- The edit distance is the costly test, so it runs last, on candidates only (the CTE above is
--- materialised so the optimiser cannot move it earlier). It is at least the difference of the
--- lengths, which settles most pairs without computing it.
 kept AS MATERIALIZED (
-    SELECT * FROM candidate
-    WHERE CASE
-        WHEN abs(length(chosen) - length(rejected)) >= $min_edit THEN true
-        ELSE levenshtein(chosen, rejected) >= $min_edit
-    END
+    SELECT * EXCLUDE (far_enough) FROM candidate WHERE far_enough
 ),
 -- The prefix of every node where a pair was formed: the problem's prompt, then the solution
 -- down to that node ($prefix_glue is pipeline.steps.generation_prefix("", [])).
