@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 
-def round_arguments(description: str | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
+def round_arguments(description: str | None, argv: list[str] | None = None) -> argparse.Namespace:
+    """`--round rN` and `--params FILE`, the arguments every per-round stage takes."""
+    parser = argparse.ArgumentParser(description=(description or "").splitlines()[0] or None)
     parser.add_argument("--round", required=True, help="round key, e.g. r1")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    return parser.parse_args()
+    return parser.parse_args(argv)

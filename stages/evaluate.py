@@ -9,13 +9,12 @@ from __future__ import annotations
 import time
 
 from pipeline import layout
-from pipeline.config import group, load_params
+from pipeline.config import SandboxConfig, group, load_params
 from pipeline.engines import make_engine
 from pipeline.evaluate import EvalConfig, evaluate, held_out_problems
+from pipeline.io import write_json
 from pipeline.mcts import MCTSConfig
 from pipeline.sandbox import Sandbox
-from pipeline.config import SandboxConfig
-from pipeline.io import write_json
 from stages.common import round_arguments
 
 

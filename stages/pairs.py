@@ -13,8 +13,8 @@ import polars as pl
 
 from pipeline import layout
 from pipeline.config import group, load_params
-from pipeline.sql import derive_pairs
 from pipeline.io import write_json
+from pipeline.sql import derive_pairs
 from stages.common import round_arguments
 
 

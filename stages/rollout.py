@@ -17,13 +17,12 @@ import polars as pl
 from tqdm import tqdm
 
 from pipeline import layout
-from pipeline.config import group, load_params
+from pipeline.config import SandboxConfig, group, load_params
 from pipeline.engines import make_engine
-from pipeline.mcts import MCTS, MCTSConfig, Problem
 from pipeline.io import write_json, write_parquet
+from pipeline.mcts import MCTS, MCTSConfig, Problem
 from pipeline.rollout import fingerprint, run_sharded
 from pipeline.sandbox import Sandbox
-from pipeline.config import SandboxConfig
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ Writes data/stats/rN.json, which DVC tracks as metrics.
 from __future__ import annotations
 
 from pipeline import layout
-from pipeline.sql import round_stats
 from pipeline.io import write_json
+from pipeline.sql import round_stats
 from stages.common import round_arguments
 
 

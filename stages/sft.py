@@ -15,13 +15,11 @@ from pathlib import Path
 import polars as pl
 
 from pipeline import layout
-from pipeline.config import group, load_params
+from pipeline.config import SandboxConfig, group, load_params
 from pipeline.filter import summarise, verify_responses
-from pipeline.io import write_parquet
+from pipeline.io import write_json, write_parquet
 from pipeline.sandbox import Sandbox
 from pipeline.sql import derive_sft, derive_trajectories
-from pipeline.config import SandboxConfig
-from pipeline.io import write_json
 from stages.common import round_arguments
 
 

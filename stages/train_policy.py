@@ -14,7 +14,6 @@ Multi-GPU: ``accelerate launch -m stages.train_policy --round rN``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from pipeline.io import write_json
 from pipeline.models import ModelError
 from pipeline.train.common import DataError, TrainConfig, is_main_process
 from pipeline.train.sft import train_sft
+from stages.common import round_arguments
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,7 @@ def run(params: dict[str, Any], round_key: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--round", required=True, help="round key, e.g. r1")
-    parser.add_argument(
-        "--params", default="params.yaml", help="params file (default: params.yaml)"
-    )
-    args = parser.parse_args(argv)
+    args = round_arguments(__doc__, argv)
     try:
         metrics = run(load_params(args.params), args.round)
     except (ParamsError, ModelError, DataError) as error:

@@ -12,7 +12,6 @@ Multi-GPU: ``accelerate launch -m stages.train_ppm --round rN``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
@@ -22,6 +21,7 @@ from pipeline.io import write_json
 from pipeline.models import ModelError
 from pipeline.train.common import DataError, TrainConfig, is_main_process
 from pipeline.train.ppm import train_ppm
+from stages.common import round_arguments
 
 
 def run(params: dict[str, Any], round_key: str) -> dict[str, Any]:
@@ -36,12 +36,7 @@ def run(params: dict[str, Any], round_key: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--round", required=True, help="round key, e.g. r1")
-    parser.add_argument(
-        "--params", default="params.yaml", help="params file (default: params.yaml)"
-    )
-    args = parser.parse_args(argv)
+    args = round_arguments(__doc__, argv)
     try:
         metrics = run(load_params(args.params), args.round)
     except (ParamsError, ModelError, DataError) as error:

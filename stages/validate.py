@@ -10,7 +10,6 @@ table breaks its contract (a violation fails the stage), 2 on bad usage.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from pipeline import layout
 from pipeline.checks import ValidationError, ValidationReport, validate_table, write_report
 from pipeline.config import ParamsError, load_params
 from pipeline.io import write_json
+from stages.common import round_arguments
 
 ROUND_TABLES = ("nodes", "trajectories", "sft", "pairs")
 
@@ -60,12 +60,7 @@ def write_reports(round_key: str, reports: dict[str, ValidationReport]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--round", required=True, help="round key, e.g. r1")
-    parser.add_argument(
-        "--params", default="params.yaml", help="params file (default: params.yaml)"
-    )
-    args = parser.parse_args(argv)
+    args = round_arguments(__doc__, argv)
     started = time.perf_counter()
     try:
         layout.round_number(args.round)

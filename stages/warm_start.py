@@ -64,12 +64,11 @@ def evaluate_policy(
 ) -> dict[str, Any]:
     """Greedy pass@1 and pass@N of the warm-started policy on held-out problems (the hook
     for the round-0 report; the same evaluator as stage `evaluate`, without a PPM)."""
-    from pipeline.sandbox import Sandbox
-
     from pipeline.config import SandboxConfig
     from pipeline.engines import make_engine
     from pipeline.evaluate import EvalConfig, evaluate, held_out_problems
     from pipeline.mcts import MCTSConfig
+    from pipeline.sandbox import Sandbox
 
     # Only warm_start's own knobs: the `evaluate` group must not re-trigger round 0 in DVC.
     eval_config = EvalConfig(problems=config.eval_problems, samples=config.eval_samples)

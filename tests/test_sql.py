@@ -42,6 +42,11 @@ def boxed(label: str, value: str = "1") -> str:
     return f"<answer>{label}: the answer is \\boxed{{{value}}}<end_of_answer>"
 
 
+def label(step_text: str) -> str:
+    """The label a step was made with by code() or boxed(); "" for the root."""
+    return step_text.removeprefix("<answer>").removeprefix("# ").split(":")[0]
+
+
 def run_pairs(tmp_path: Path, *trees: Tree, **options) -> list[dict]:
     options = {"min_margin": 0.5, "min_edit": 0, "heldout_fraction": 0.0, **options}
     nodes = write_nodes(tmp_path / "nodes.parquet", *trees)
@@ -65,8 +70,8 @@ def run_sft(tmp_path: Path, *trees: Tree, per_problem: int = 2) -> list[dict]:
 
 def summary(rows: list[dict], *nodes: Node) -> list[tuple]:
     """(at, chosen, rejected, margin, weight) with nodes named by their step label."""
-    name = {node.node_id: node.step_text.split(":")[0].lstrip("# <answer>") for node in nodes}
-    by_text = {node.step_text: name[node.node_id] for node in nodes}
+    name = {node.node_id: label(node.step_text) for node in nodes}
+    by_text = {node.step_text: label(node.step_text) for node in nodes}
     return [
         (name[r["node_id"]], by_text[r["chosen"]], by_text[r["rejected"]], r["margin"], r["weight"])
         for r in rows

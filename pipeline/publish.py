@@ -1,0 +1,596 @@
+"""Publishing the dataset to the Hugging Face Hub (DESIGN.md sections 3 and 5b).
+
+``build_dataset_folder`` validates every table it publishes (pipeline.checks; a broken table
+stops the publish), then writes a Hub-ready folder::
+
+    README.md                                   dataset card: YAML front matter + recipe, stats,
+                                                params and the git / DVC revision it came from
+    data/<config>/<split>-00000-of-00001.parquet
+
+with one config per use (5b: the schemas TRL trainers read):
+
+- ``problems``: the seed problems (splits train and test, the contract's ``split``);
+- ``trajectories``: root-to-terminal paths with their Q-values, every round;
+- ``sft``: the SFT set as ``prompt`` / ``completion`` (the contract's ``response``);
+- ``pairs``: PPM pairs as ``prompt`` (the contract's ``prefix``), ``chosen``, ``rejected`` plus
+  our columns (splits train and test, the contract's ``split``);
+- ``steps``: TRL's stepwise-supervision (PRM) format, one row per trajectory: ``prompt``
+  (the SFT prompt and the ``<code>`` opening, as the PPM sees it), ``completions`` (the step
+  texts) and ``labels`` (one bool per step: Q > 0).
+
+A split with no rows is left out of the card (``datasets`` cannot load an empty Parquet split)
+and named in its body. The folder is built beside ``out_dir`` and renamed into place, so a
+failed build leaves nothing behind. ``push_to_hub`` checks the token and that the Hub answers
+before any upload.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from pipeline import layout, steps
+
+PAPER = "https://arxiv.org/abs/2501.04519"
+PUBLISHED_TABLES = ("trajectories", "sft", "pairs")  # per round; plus problems
+ROWS_PER_SHARD = 200_000
+SIZE_CATEGORIES = ((1e3, "n<1K"), (1e4, "1K<n<10K"), (1e5, "10K<n<100K"), (1e6, "100K<n<1M"),
+                   (1e7, "1M<n<10M"), (1e8, "10M<n<100M"), (1e9, "100M<n<1B"))  # fmt: skip
+TOKEN_HINT = "run `hf auth login` (or `huggingface-cli login`) or set HF_TOKEN"
+
+
+class PublishError(RuntimeError):
+    """Why nothing was published: a missing input, no token, no network (exit code 2)."""
+
+    exit_code = 2
+
+
+class ContractError(PublishError):
+    """A table to publish breaks its contract (exit code 1, like `rstar validate`)."""
+
+    exit_code = 1
+
+
+@dataclass
+class ConfigOut:
+    """One config of the published dataset: rows per split, shard paths, columns, its purpose."""
+
+    name: str
+    about: str
+    splits: dict[str, int] = field(default_factory=dict)
+    files: dict[str, list[str]] = field(default_factory=dict)
+    columns: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.splits.values())
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _load_params(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise PublishError(f"{path}: no such params file")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def select_rounds(repo: Path, params: dict[str, Any], rounds: list[str] | None) -> list[str]:
+    """The rounds to publish: ``rounds``, or every round of the params schedule; each must exist."""
+    keys = list(rounds) if rounds else list((params.get("rounds") or {}).keys())
+    if not keys:
+        raise PublishError("no rounds to publish: params.yaml has no `rounds` and none were given")
+    for key in keys:
+        layout.round_number(key)
+        for table in PUBLISHED_TABLES:
+            path = repo / layout.round_dir(key) / f"{table}.parquet"
+            if not path.is_file():
+                raise PublishError(f"{path}: missing; run `dvc repro` (or `dvc pull`) first")
+    return sorted(keys, key=layout.round_number)
+
+
+def validate_inputs(repo: Path, rounds: list[str], min_margin: float) -> dict[str, dict[str, Any]]:
+    """Validate the problems table and every published round table (pipeline.checks).
+
+    Raises :class:`PublishError` with the summary of every failing table; returns
+    {path: {rows, checks}} for the card.
+    """
+    from pipeline.checks import ValidationError, validate_table
+
+    problems = repo / layout.PROBLEMS
+    if not problems.is_file():
+        raise PublishError(f"{problems}: missing; run `dvc repro` (or `dvc pull`) first")
+    try:
+        reports = [validate_table("problems", problems)]
+        for key in rounds:
+            for table in PUBLISHED_TABLES:
+                path = repo / layout.round_dir(key) / f"{table}.parquet"
+                reports.append(
+                    validate_table(table, path, problems_path=problems, min_margin=min_margin)
+                )
+    except ValidationError as error:
+        raise PublishError(str(error)) from None
+    broken = [report for report in reports if not report.success]
+    if broken:
+        details = "\n".join(report.summary() for report in broken)
+        names = ", ".join(report.path for report in broken)
+        raise ContractError(f"not published: {names} breaks its contract\n{details}")
+    return {
+        str(Path(r.path).relative_to(repo)): {"rows": r.rows, "checks": len(r.checks) - len(r.skipped)}
+        for r in reports
+    }
+
+
+# --------------------------------------------------------------------------- configs as SQL
+
+
+def _files(repo: Path, rounds: list[str], table: str) -> str:
+    paths = [str(repo / layout.round_dir(key) / f"{table}.parquet") for key in rounds]
+    return "read_parquet([" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "], union_by_name = true)"
+
+
+def config_queries(repo: Path, rounds: list[str]) -> dict[str, tuple[str, str, str | None]]:
+    """Per config: (what it is, SQL over the inputs, the column that names its split or None)."""
+    problems = "read_parquet('" + str(repo / layout.PROBLEMS).replace("'", "''") + "')"
+    trajectories, sft, pairs = (_files(repo, rounds, t) for t in PUBLISHED_TABLES)
+    return {
+        "problems": (
+            "the seed problems with their answers and reference solutions",
+            f"SELECT * FROM {problems} ORDER BY problem_id",
+            "split",
+        ),
+        "trajectories": (
+            "root-to-terminal paths of the MCTS trees with per-step Q-values",
+            f"SELECT * FROM {trajectories} ORDER BY round, problem_id, leaf_id",
+            None,
+        ),
+        "sft": (
+            "the SFT set (top-2 correct trajectories per problem by mean Q), prompt/completion",
+            f"SELECT * EXCLUDE (response), response AS completion FROM {sft} "
+            "ORDER BY round, problem_id, rank",
+            None,
+        ),
+        "pairs": (
+            "step-level preference pairs for the PPM: prompt (the prefix), chosen, rejected",
+            f"SELECT prefix AS prompt, chosen, rejected, * EXCLUDE (prefix, chosen, rejected) "
+            f"FROM {pairs} ORDER BY round, problem_id, node_id, chosen, rejected",
+            "split",
+        ),
+        "steps": (
+            "stepwise supervision for a PRM: prompt, completions (steps), labels (Q > 0)",
+            f"SELECT rstar_step_prompt(p.question) AS prompt, t.steps AS completions, "
+            f"list_transform(t.q_values, lambda q: q > 0) AS labels, t.problem_id, t.round, "
+            f"t.leaf_id, t.q_values, t.correct, t.has_error "
+            f"FROM {trajectories} AS t JOIN {problems} AS p USING (problem_id) "
+            f"ORDER BY t.round, t.problem_id, t.leaf_id",
+            None,
+        ),
+    }
+
+
+def _step_prompts(questions: pa.Array) -> pa.Array:
+    """What precedes the first step: the SFT prompt and the solution opening (pipeline.steps)."""
+    return pa.array(
+        [steps.generation_prefix(steps.sft_prompt(q), []) for q in questions.to_pylist()],
+        type=pa.string(),
+    )
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.create_function("rstar_step_prompt", _step_prompts, ["VARCHAR"], "VARCHAR", type="arrow")
+    return con
+
+
+# --------------------------------------------------------------------------- writing shards
+
+
+def write_split(
+    con: duckdb.DuckDBPyConnection, query: str, folder: Path, split: str, rows_per_shard: int
+) -> tuple[int, list[Path], list[str]]:
+    """Stream ``query`` into ``<split>-NNNNN-of-NNNNN.parquet`` shards; nothing for 0 rows."""
+    total = con.execute(f"SELECT count(*) FROM ({query})").fetchone()[0]
+    reader = con.execute(query).to_arrow_reader(min(rows_per_shard, 65_536))
+    columns = list(reader.schema.names)
+    if total == 0:
+        return 0, [], columns
+    count = math.ceil(total / rows_per_shard)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{split}-{i:05d}-of-{count:05d}.parquet" for i in range(count)]
+    index, written, writer = 0, 0, None
+    for batch in reader:
+        while batch.num_rows:
+            if writer is None:
+                writer = pq.ParquetWriter(paths[index], reader.schema)
+            take = min(batch.num_rows, rows_per_shard - written)
+            writer.write_batch(batch.slice(0, take))
+            batch, written = batch.slice(take), written + take
+            if written == rows_per_shard:
+                writer.close()
+                writer, written, index = None, 0, index + 1
+    if writer is not None:
+        writer.close()
+    return total, paths, columns
+
+
+def write_configs(
+    repo: Path, rounds: list[str], folder: Path, rows_per_shard: int = ROWS_PER_SHARD
+) -> list[ConfigOut]:
+    """Write every config's splits under ``folder/data/<config>/``."""
+    configs = []
+    con = _connect()
+    try:
+        for name, (about, query, split_column) in config_queries(repo, rounds).items():
+            out = ConfigOut(name, about)
+            splits = ["train"]
+            if split_column:
+                found = con.execute(f"SELECT DISTINCT {split_column} FROM ({query})").fetchall()
+                splits = sorted({row[0] for row in found} | {"train"}, key=lambda s: (s != "train", s))
+            for split in splits:
+                literal = "'" + str(split).replace("'", "''") + "'"
+                part = query if not split_column else (
+                    f"SELECT * FROM ({query}) WHERE {split_column} = {literal}"
+                )  # fmt: skip
+                rows, paths, out.columns = write_split(
+                    con, part, folder / "data" / name, split, rows_per_shard
+                )
+                out.splits[split] = rows
+                if rows:
+                    out.files[split] = [p.relative_to(folder).as_posix() for p in paths]
+            configs.append(out)
+    finally:
+        con.close()
+    return configs
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def git_revision(repo: Path) -> dict[str, Any]:
+    """The commit the data came from and whether tracked files differ from it."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+
+    head = git("rev-parse", "HEAD")
+    if head.returncode != 0:
+        return {"commit": None, "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def lock_hashes(repo: Path, paths: list[str]) -> dict[str, str | None]:
+    """The md5 that dvc.lock records for each path (None when it records none)."""
+    lock_path = repo / "dvc.lock"
+    recorded: dict[str, str] = {}
+    if lock_path.is_file():
+        lock = yaml.safe_load(lock_path.read_text()) or {}
+        for stage in (lock.get("stages") or {}).values():
+            for out in stage.get("outs") or []:
+                recorded[out["path"]] = out.get("md5")
+    return {path: recorded.get(path) for path in paths}
+
+
+def size_category(rows: int) -> str:
+    for limit, label in SIZE_CATEGORIES:
+        if rows < limit:
+            return label
+    return "n>1B"
+
+
+# --------------------------------------------------------------------------- the card
+
+
+def card_metadata(configs: list[ConfigOut], license: str, pretty_name: str) -> dict[str, Any]:
+    """The card's YAML front matter: configs and their data files, license, categories, tags."""
+    listed = [c for c in configs if c.files]
+    entries = []
+    for config in listed:
+        entry: dict[str, Any] = {"config_name": config.name}
+        if config.name == "sft":
+            entry["default"] = True
+        entry["data_files"] = [
+            {"split": split, "path": f"data/{config.name}/{split}-*.parquet"}
+            for split in config.files
+        ]
+        entries.append(entry)
+    largest = max((c.rows for c in configs), default=0)
+    return {
+        "license": license,
+        "language": ["en"],
+        "pretty_name": pretty_name,
+        "task_categories": ["text-generation", "reinforcement-learning"],
+        "tags": ["math", "reasoning", "mcts", "process-reward-model", "preference", "rstar-math",
+                 "synthetic", "trl", "dvc"],  # fmt: skip
+        "size_categories": [size_category(largest)],
+        "configs": entries,
+    }
+
+
+def _round_rows(repo: Path, rounds: list[str]) -> list[str]:
+    """One markdown row per round from data/stats/rN.json and data/eval/rN.json."""
+    import json
+
+    rows = []
+    for key in rounds:
+        stats_path = repo / layout.DATA / "stats" / f"{key}.json"
+        eval_path = repo / layout.DATA / "eval" / f"{key}.json"
+        total: dict[str, Any] = {}
+        if stats_path.is_file():
+            entries = json.loads(stats_path.read_text()).get("rounds", {})
+            total = entries.get(str(layout.round_number(key)), {}).get("total", {})
+        accuracy = json.loads(eval_path.read_text()).get("accuracy", {}) if eval_path.is_file() else {}
+        shown = ", ".join(
+            f"{name} {value:.3f}" for name, value in sorted(accuracy.items())
+            if isinstance(value, (int, float))
+        ) or "–"
+        cells = [total.get(name, "–") for name in
+                 ("problems", "solved", "trajectories", "correct_trajectories", "sft_rows", "pairs")]  # fmt: skip
+        rows.append(f"| {key} | " + " | ".join(str(c) for c in cells) + f" | {shown} |")
+    return rows
+
+
+def card_body(
+    repo: Path,
+    rounds: list[str],
+    configs: list[ConfigOut],
+    params_text: str,
+    validation: dict[str, dict[str, Any]],
+    pretty_name: str,
+    repo_id: str | None,
+) -> str:
+    """The card's markdown: recipe, configs, how to load and train, stats, params, provenance."""
+    name = repo_id or "<user>/<dataset>"
+    revision = git_revision(repo)
+    sources = [layout.PROBLEMS.as_posix()] + [
+        (layout.round_dir(k) / f"{t}.parquet").as_posix() for k in rounds for t in PUBLISHED_TABLES
+    ]
+    hashes = lock_hashes(repo, sources)
+    empty = [f"`{c.name}` {split}" for c in configs for split, n in c.splits.items() if n == 0]
+    config_rows = [
+        f"| `{c.name}` | " + ", ".join(f"{s}: {n}" for s, n in c.splits.items()) + f" | {c.about} | "
+        + ", ".join(f"`{col}`" for col in c.columns) + " |"
+        for c in configs
+    ]  # fmt: skip
+    commit = revision["commit"] or "unknown (not a git repository)"
+    dirty = {True: " (with uncommitted changes)", False: "", None: ""}[revision["dirty"]]
+    lines = [
+        f"# {pretty_name}",
+        "",
+        f"Self-evolution data of [rStar-Math]({PAPER}) (Guan et al., 2025), rebuilt by the open "
+        "`rstar-data` DVC pipeline: for every seed math problem, Monte Carlo Tree Search over "
+        "code-augmented reasoning steps (each step is Python whose comments carry the reasoning; "
+        "every step is executed, failing steps are penalised), terminal answers graded against "
+        "the ground truth and backed up as Q-values; from the trees, the SFT set (top-2 correct "
+        "trajectories per problem by mean Q) and step-level preference pairs for the process "
+        "preference model (PPM: high-Q vs low-Q sibling steps). In PPM-augmented rounds the "
+        "previous round's PPM initialises every new step's value.",
+        "",
+        f"Rounds: {', '.join(rounds)}.",
+        "",
+        "## Configs",
+        "",
+        "| config | rows | what | columns |",
+        "|---|---|---|---|",
+        *config_rows,
+        "",
+    ]
+    if empty:
+        lines += [f"Empty in this build, so not listed as data files: {', '.join(empty)}.", ""]
+    lines += [
+        "Column names follow the pipeline's data contracts, except where TRL expects others: "
+        "`pairs.prompt` is the contract's `prefix` (the prompt and the solution so far) and "
+        "`sft.completion` is its `response`. In `steps`, `prompt` is the SFT prompt followed by "
+        "the solution's opening `<code>` line, and `prompt + ''.join(completions)` is the exact "
+        "text of the trajectory (steps carry their own markers, so use `step_separator=\"\"`).",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        "",
+        f'pairs = load_dataset("{name}", "pairs")        # trl.RewardTrainer: prompt, chosen, rejected',
+        f'steps = load_dataset("{name}", "steps")        # trl.PRMTrainer: prompt, completions, labels',
+        f'sft = load_dataset("{name}", "sft")            # trl.SFTTrainer: prompt, completion',
+        "```",
+        "",
+        "## Rounds",
+        "",
+        "| round | problems | solved | trajectories | correct | SFT rows | pairs | held-out accuracy |",
+        "|---|---|---|---|---|---|---|---|",
+        *_round_rows(repo, rounds),
+        "",
+        "## Validation",
+        "",
+        "Every published table passed its contract checks (Great Expectations and DuckDB) "
+        "before this build:",
+        "",
+        *[f"- `{path}`: {v['rows']} rows, {v['checks']} checks" for path, v in validation.items()],
+        "",
+        "## Parameters",
+        "",
+        "```yaml",
+        params_text.rstrip(),
+        "```",
+        "",
+        "## Provenance",
+        "",
+        f"- git commit: `{commit}`{dirty}",
+        "- DVC hashes (md5 in `dvc.lock`) of the source tables:",
+        *[f"  - `{path}`: `{md5 or 'not in dvc.lock'}`" for path, md5 in hashes.items()],
+        "",
+        "## Citation",
+        "",
+        "```bibtex",
+        "@article{guan2025rstar,",
+        "  title={rStar-Math: Small LLMs Can Master Math Reasoning with Self-Evolved Deep Thinking},",
+        "  author={Guan, Xinyu and Zhang, Li Lyna and Liu, Yifei and Shang, Ning and Sun, Youran "
+        "and Zhu, Yi and Yang, Fan and Yang, Mao},",
+        "  journal={arXiv preprint arXiv:2501.04519},",
+        "  year={2025}",
+        "}",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_card(folder: Path, metadata: dict[str, Any], body: str) -> Path:
+    path = folder / "README.md"
+    front = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
+    path.write_text(f"---\n{front}---\n\n{body}")
+    return path
+
+
+# --------------------------------------------------------------------------- the folder
+
+
+def build_dataset_folder(
+    repo: Path,
+    rounds: list[str] | None,
+    out_dir: Path,
+    *,
+    license: str = "mit",  # noqa: A002 - the card's field name
+    params_path: Path | None = None,
+    pretty_name: str = "rStar-Math self-evolution data",
+    repo_id: str | None = None,
+    rows_per_shard: int = ROWS_PER_SHARD,
+) -> Path:
+    """Validate the tables of ``rounds`` (None: every round in params) and write a Hub-ready folder.
+
+    The folder (``out_dir``, replaced whole) holds ``README.md`` (the dataset card) and
+    ``data/<config>/<split>-NNNNN-of-NNNNN.parquet``. Raises :class:`PublishError` when an input
+    is missing or a table breaks its contract; then ``out_dir`` is left as it was.
+    """
+    repo = Path(repo).resolve()
+    out_dir = Path(out_dir).resolve()
+    params_path = Path(params_path) if params_path else repo / "params.yaml"
+    params = _load_params(params_path)
+    keys = select_rounds(repo, params, rounds)
+    min_margin = float((params.get("pairs") or {}).get("min_margin", 0.5))
+    validation = validate_inputs(repo, keys, min_margin)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
+    try:
+        configs = write_configs(repo, keys, building, rows_per_shard)
+        metadata = card_metadata(configs, license, pretty_name)
+        body = card_body(repo, keys, configs, params_path.read_text(), validation, pretty_name, repo_id)
+        write_card(building, metadata, body)
+        _replace_dir(building, out_dir)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put ``new`` at ``target`` by renames; an old ``target`` is removed only after the swap."""
+    new.chmod(0o755)  # mkdtemp makes it 0700
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- the Hub
+
+
+def check_hub_access(token: str | None = None):  # -> tuple[HfApi, str]
+    """A token (argument, HF_TOKEN or the saved login) that the Hub accepts; the user's name.
+
+    Raises :class:`PublishError` in one line when there is no token, the Hub cannot be reached
+    (no network, HF_HUB_OFFLINE) or it rejects the token; nothing else has happened by then.
+    """
+    from huggingface_hub import HfApi, constants, get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    token = token or get_token()
+    if not token:
+        raise PublishError(f"no Hugging Face token: {TOKEN_HINT}")
+    api = HfApi(token=token)
+    try:
+        user = api.whoami()
+    except HfHubHTTPError as error:
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise PublishError(f"the Hugging Face Hub rejected the token ({status}): {TOKEN_HINT}") from None
+        raise PublishError(f"the Hugging Face Hub answered with an error: {error}") from None
+    except Exception as error:  # offline mode, DNS, connection refused, timeouts
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise PublishError(f"cannot reach the Hugging Face Hub at {constants.ENDPOINT}: {message}") from None
+    return api, user.get("name", "?")
+
+
+def push_to_hub(
+    folder: Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    token: str | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Upload a folder built by :func:`build_dataset_folder` as a dataset repo; returns its URL.
+
+    Checks the token and the Hub's reachability first, then creates the repo (and the branch
+    ``revision`` when given) and uploads the folder in one commit.
+    """
+    folder = Path(folder)
+    if not (folder / "README.md").is_file():
+        raise PublishError(f"{folder}: no README.md; build it with build_dataset_folder first")
+    api, _ = check_hub_access(token)
+    url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    if revision:
+        api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
+    api.upload_folder(
+        repo_id=repo_id,
+        repo_type="dataset",
+        folder_path=str(folder),
+        revision=revision,
+        commit_message=commit_message or "Upload rstar-data dataset",
+    )
+    return str(url)
+
+
+def run_publish_cli(
+    repo: Path,
+    *,
+    rounds: list[str] | None,
+    out: Path | None,
+    dry_run: bool,
+    repo_id: str | None,
+    private: bool = False,
+    revision: str | None = None,
+) -> tuple[int, str]:
+    """What `rstar publish` does: (exit code, message). Without ``dry_run`` the token and the Hub
+    are checked before anything is built; a dry run builds the folder only (default data/publish).
+    """
+    try:
+        if dry_run:
+            folder = build_dataset_folder(repo, rounds, out or repo / "data" / "publish", repo_id=repo_id)
+            return 0, f"dataset folder written to {folder} (dry run: nothing pushed)"
+        if not repo_id:
+            raise PublishError("--repo-id is required to push (or use --dry-run --out DIR)")
+        check_hub_access()
+        with tempfile.TemporaryDirectory(prefix="rstar-publish-") as scratch:
+            folder = build_dataset_folder(
+                repo, rounds, out or Path(scratch) / "dataset", repo_id=repo_id
+            )
+            url = push_to_hub(folder, repo_id, private=private, revision=revision)
+        return 0, f"published {repo_id} to {url}" + (f" (branch {revision})" if revision else "")
+    except PublishError as error:
+        return error.exit_code, f"error: {error}"
