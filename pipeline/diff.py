@@ -55,6 +55,7 @@ class Revision:
     commit: str  # short commit id, or "workspace"
     fs: Any  # dvc.api.DVCFileSystem
     local: Path  # temp folder its files are fetched into
+    root: Path  # the repository (the work tree's files are read in place)
 
 
 # --------------------------------------------------------------------------- reading revisions
@@ -85,7 +86,7 @@ def _open_revision(repo: Path, rev: str | None, scratch: Path) -> Revision:
         raise DiffError(f"{repo}: cannot open the DVC repository at {label}: {error}") from None
     local = scratch / ("b" if rev is None else f"a-{commit}")
     local.mkdir(parents=True, exist_ok=True)
-    return Revision(rev, label, commit, fs, local)
+    return Revision(rev, label, commit, fs, local, repo)
 
 
 def _fetch(side: Revision, path: str) -> Path | None:
@@ -94,6 +95,8 @@ def _fetch(side: Revision, path: str) -> Path | None:
     An output that dvc.yaml declares but no dvc.lock records (never built at that revision)
     is missing too; one that dvc.lock records but the cache lacks is an error.
     """
+    if side.rev is None and (side.root / path).is_file():
+        return side.root / path  # the work tree: no copy needed
     if not side.fs.exists(path):
         return None
     target = side.local / path
@@ -156,8 +159,8 @@ def compare_tables(
     source_b = _source(path_b) if path_b else f"(SELECT * FROM {_source(path_a)} LIMIT 0)"
     con.execute(f"CREATE OR REPLACE TEMP VIEW side_a AS SELECT * FROM {source_a}")
     con.execute(f"CREATE OR REPLACE TEMP VIEW side_b AS SELECT * FROM {source_b}")
-    columns_a = [row[0] for row in con.execute("DESCRIBE side_a").fetchall()]
-    columns_b = [row[0] for row in con.execute("DESCRIBE side_b").fetchall()]
+    columns_a = [row[0] for row in con.sql("DESCRIBE side_a").fetchall()]
+    columns_b = [row[0] for row in con.sql("DESCRIBE side_b").fetchall()]
     common = [column for column in columns_a if column in columns_b]
     missing_keys = [key for key in keys if key not in common]
     if missing_keys:
@@ -166,7 +169,7 @@ def compare_tables(
     c = ", ".join(_q(column) for column in common)
 
     def scalar(sql: str) -> int:
-        return int(con.execute(sql).fetchone()[0])
+        return int(con.sql(sql).fetchall()[0][0])
 
     result = {
         "rows_a": scalar("SELECT count(*) FROM side_a"),
@@ -192,7 +195,7 @@ def solved_problems(con: duckdb.DuckDBPyConnection, nodes: Path | None) -> set[s
     """Problems with at least one correct (graded) terminal in a round's tree."""
     if nodes is None:
         return set()
-    rows = con.execute(f"SELECT DISTINCT problem_id FROM {_source(nodes)} WHERE correct").fetchall()
+    rows = con.sql(f"SELECT DISTINCT problem_id FROM {_source(nodes)} WHERE correct").fetchall()
     return {row[0] for row in rows}
 
 

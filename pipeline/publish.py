@@ -200,8 +200,8 @@ def write_split(
     con: duckdb.DuckDBPyConnection, query: str, folder: Path, split: str, rows_per_shard: int
 ) -> tuple[int, list[Path], list[str]]:
     """Stream ``query`` into ``<split>-NNNNN-of-NNNNN.parquet`` shards; nothing for 0 rows."""
-    total = con.execute(f"SELECT count(*) FROM ({query})").fetchone()[0]
-    reader = con.execute(query).to_arrow_reader(min(rows_per_shard, 65_536))
+    total = con.sql(f"SELECT count(*) FROM ({query})").fetchall()[0][0]
+    reader = con.sql(query).to_arrow_reader(min(rows_per_shard, 65_536))
     columns = list(reader.schema.names)
     if total == 0:
         return 0, [], columns
@@ -235,7 +235,7 @@ def write_configs(
             out = ConfigOut(name, about)
             splits = ["train"]
             if split_column:
-                found = con.execute(f"SELECT DISTINCT {split_column} FROM ({query})").fetchall()
+                found = con.sql(f"SELECT DISTINCT {split_column} FROM ({query})").fetchall()
                 splits = sorted({row[0] for row in found} | {"train"}, key=lambda s: (s != "train", s))
             for split in splits:
                 literal = "'" + str(split).replace("'", "''") + "'"

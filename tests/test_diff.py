@@ -1,7 +1,7 @@
 """`rstar diff`: content diffs between two revisions of the dataset (pipeline.diff).
 
-The DVC tests commit the smoke build (revision A), shrink round 2 (`rounds.r2.problems` 8 -> 6,
-which reruns round 2's rollout and the tables derived from it, about 40 s) and commit again
+The DVC tests commit the smoke build (revision A), shrink round 2 (`rounds.r2.problems` 8 -> 4,
+which reruns round 2's rollout, trajectories, SFT set and pairs: about 30 s) and commit again
 (revision B). Every number the diff reports is checked against the two revisions' files, read
 here independently with `dvc.api.read` and polars. The fixture puts the smoke repository back
 as it found it (params, dvc.lock, outputs, HEAD) for the other tests of the session.
@@ -30,6 +30,7 @@ from pipeline.diff import (
 from tests.conftest import dvc
 
 ROUND_TABLES = ("nodes", "trajectories", "sft", "pairs")
+SMOKE_PROBLEMS, SHRUNK = 8, 4  # rounds.r2.problems in the smoke profile, and in revision B
 
 
 def git(repo: Path, *args: str) -> str:
@@ -54,18 +55,18 @@ def commit_all(repo: Path, message: str) -> str:
 
 @pytest.fixture(scope="module")
 def revisions(smoke_repo):
-    """(repo, scratch commit, A, B): A is the smoke build, B has round 2 on 6 problems, not 8."""
+    """(repo, scratch commit, A, B): A is the smoke build, B has round 2 on fewer problems."""
     repo = smoke_repo
     original = git(repo, "rev-parse", "HEAD")
     rev_a = commit_all(repo, "A: smoke build")
     try:
         params = yaml.safe_load((repo / "params.yaml").read_text())
-        assert params["rounds"]["r2"]["problems"] == 8, "the smoke profile changed: update this test"
-        params["rounds"]["r2"]["problems"] = 6
+        assert params["rounds"]["r2"]["problems"] == SMOKE_PROBLEMS, "the smoke profile changed: update this test"
+        params["rounds"]["r2"]["problems"] = SHRUNK
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        result = dvc(repo, "repro", "stats@r2", "validate@r2")
+        result = dvc(repo, "repro", "sft@r2", "pairs@r2")
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-        rev_b = commit_all(repo, "B: round 2 on 6 problems")
+        rev_b = commit_all(repo, "B: round 2 on fewer problems")
         yield repo, original, rev_a, rev_b
     finally:
         git(repo, "reset", "-q", "--hard", rev_a)  # params, dvc.lock and metrics of A
@@ -153,14 +154,14 @@ def test_diff_of_two_revisions_matches_their_files(revisions, report_ab):
     repo, _, rev_a, rev_b = revisions
     report = report_ab
 
-    assert report["params"] == {"rounds.r2.problems": {"old": 8, "new": 6}}
+    assert report["params"] == {"rounds.r2.problems": {"old": SMOKE_PROBLEMS, "new": SHRUNK}}
     assert list(report["rounds"]) == ["r1", "r2"] and report["notes"] == []
     check_report(report, repo, rev_a, rev_b)
-    # Round 1 was not rebuilt; round 2 lost the trees of the 2 problems it no longer searches.
+    # Round 1 was not rebuilt; round 2 lost the trees of the problems it no longer searches.
     assert all(s["added"] == s["removed"] == s["changed"] == 0 for s in report["rounds"]["r1"]["tables"].values())
     nodes_a = revision_reader(repo, rev_a)("data/rounds/r2/nodes.parquet")
     nodes_b = revision_reader(repo, rev_b)("data/rounds/r2/nodes.parquet")
-    assert nodes_b["problem_id"].n_unique() == 6 < nodes_a["problem_id"].n_unique() == 8
+    assert nodes_b["problem_id"].n_unique() == SHRUNK < nodes_a["problem_id"].n_unique() == SMOKE_PROBLEMS
     assert report["rounds"]["r2"]["tables"]["nodes"]["removed"] > 0
     # The evaluations were not rerun: every accuracy is the same on both sides.
     evaluation = json.loads((repo / "data/eval/r2.json").read_text())
@@ -183,7 +184,7 @@ def test_defaults_compare_head_parent_with_the_work_tree_and_swapping_sides_mirr
             mirrored = reverse["rounds"][key]["tables"][table]
             assert (mirrored["added"], mirrored["removed"]) == (stats["removed"], stats["added"])
             assert mirrored["changed"] == stats["changed"]
-    assert reverse["params"] == {"rounds.r2.problems": {"old": 6, "new": 8}}
+    assert reverse["params"] == {"rounds.r2.problems": {"old": SHRUNK, "new": SMOKE_PROBLEMS}}
 
 
 def test_tables_missing_from_a_revision_count_as_empty(revisions):
@@ -199,9 +200,9 @@ def test_reports_read_as_text_and_markdown(report_ab):
     report = report_ab
     removed = report["rounds"]["r2"]["tables"]["nodes"]["removed"]
     text = format_text(report)
-    assert "rounds.r2.problems: 8 -> 6" in text
+    assert f"rounds.r2.problems: {SMOKE_PROBLEMS} -> {SHRUNK}" in text
     markdown = format_markdown(report)
-    assert "| `rounds.r2.problems` | `8` | `6` |" in markdown
+    assert f"| `rounds.r2.problems` | `{SMOKE_PROBLEMS}` | `{SHRUNK}` |" in markdown
     rows_a = report["rounds"]["r2"]["tables"]["nodes"]["rows_a"]
     rows_b = report["rounds"]["r2"]["tables"]["nodes"]["rows_b"]
     assert f"| r2 | `nodes` | {rows_a} | {rows_b} | 0 | {removed} | 0 |" in markdown

@@ -23,6 +23,9 @@
 -- $heldout_fraction, else 'train'; every pair of a problem shares it (section 2: "split into
 -- train and held-out by problem").
 --
+-- prefix: the problem's prompt, $prefix_glue (pipeline.steps.generation_prefix("", [])), then
+-- the step texts from the root's child down to the node where the pair was formed.
+--
 -- Reads the tables `node`, `path` and `problem` (with each problem's prompt); parameters
 -- $min_margin, $min_edit, $heldout_fraction and $prefix_glue.
 WITH RECURSIVE
@@ -156,22 +159,21 @@ candidate AS MATERIALIZED (
 kept AS MATERIALIZED (
     SELECT * EXCLUDE (far_enough) FROM candidate WHERE far_enough
 ),
--- The prefix of every node where a pair was formed: the problem's prompt, then the solution
--- down to that node ($prefix_glue is pipeline.steps.generation_prefix("", [])).
-prefix_steps AS (
-    SELECT formed.at_nid, list(step.step_text ORDER BY s.pos) AS texts
-    FROM (SELECT DISTINCT at_nid FROM kept) AS formed
-    JOIN path ON path.nid = formed.at_nid,
-         unnest(path.anc[2:]) WITH ORDINALITY AS s(step_nid, pos)
-    JOIN node AS step ON step.nid = s.step_nid
-    GROUP BY formed.at_nid
+-- The solution text at every visited node: the step texts from the root's child down to it,
+-- built along the visited nodes.
+visited_solution(nid, solution) AS (
+    SELECT nid, '' FROM node WHERE parent_id IS NULL
+    UNION ALL
+    SELECT ranked.nid, visited_solution.solution || ranked.step_text
+    FROM visited_solution
+    JOIN ranked ON ranked.parent_nid = visited_solution.nid
+    WHERE ranked.n_correct > 0 AND ranked.n_wrong > 0
 )
 SELECT
     at_node.problem_id,
     at_node.round,
     at_node.node_id,
-    problem.prompt || $prefix_glue || array_to_string(coalesce(prefix_steps.texts, []), '')
-        AS prefix,
+    problem.prompt || $prefix_glue || visited_solution.solution AS prefix,
     kept.chosen,
     kept.rejected,
     kept.chosen_q,
@@ -187,6 +189,6 @@ FROM kept
 JOIN node AS at_node ON at_node.nid = kept.at_nid
 JOIN path AS at_path ON at_path.nid = kept.at_nid
 JOIN problem ON problem.problem_id = at_node.problem_id
-LEFT JOIN prefix_steps ON prefix_steps.at_nid = kept.at_nid
+JOIN visited_solution ON visited_solution.nid = kept.at_nid
 ORDER BY at_node.problem_id, at_node.round, at_path.n_steps, at_path.idx_path,
          kept.pos_rank, kept.neg_rank
