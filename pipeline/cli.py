@@ -121,5 +121,46 @@ def evaluate_models(
     console.print_json(json.dumps(metrics))
 
 
+@app.command("diff")
+def diff_command(
+    rev_a: str = typer.Argument("HEAD~1", help="The older revision (default: HEAD~1)."),
+    rev_b: str = typer.Argument(None, help="The newer revision (default: the work tree)."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON, for scripts."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print Markdown tables (a PR comment)."),
+    repo: Path = typer.Option(Path("."), help="Repository root."),
+) -> None:
+    """Compare the data of two revisions: rows added/removed/changed, solved problems, accuracy, params."""
+    from pipeline.diff import run_diff_cli
+
+    if json_output and markdown:
+        typer.echo("error: choose one of --json and --markdown", err=True)
+        raise typer.Exit(2)
+    fmt = "json" if json_output else "markdown" if markdown else "text"
+    code, output = run_diff_cli(repo, rev_a, rev_b, fmt)
+    typer.echo(output, err=code != 0)
+    raise typer.Exit(code)
+
+
+@app.command()
+def publish(
+    rounds: str = typer.Option(None, help="Comma-separated rounds, e.g. r1,r2 (default: all in params.yaml)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Build the dataset folder only; push nothing."),
+    out: Path = typer.Option(None, help="Folder to build (default: data/publish with --dry-run, else a temp folder)."),
+    repo_id: str = typer.Option(None, help="Hub dataset id, e.g. USER/rstar-math-data (required to push)."),
+    private: bool = typer.Option(False, "--private", help="Create the Hub dataset as private."),
+    revision: str = typer.Option(None, help="Hub branch to push to (created when missing)."),
+    repo: Path = typer.Option(Path("."), help="Repository root."),
+) -> None:
+    """Validate the tables, build a Hugging Face dataset folder and push it (unless --dry-run)."""
+    from pipeline.publish import run_publish_cli
+
+    keys = [key.strip() for key in rounds.split(",") if key.strip()] if rounds else None
+    code, message = run_publish_cli(
+        repo, rounds=keys, out=out, dry_run=dry_run, repo_id=repo_id, private=private, revision=revision
+    )
+    typer.echo(message, err=code != 0)
+    raise typer.Exit(code)
+
+
 if __name__ == "__main__":
     app()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from dvc.exceptions import DvcException
 
 from pipeline import layout
 
@@ -62,7 +63,7 @@ class Revision:
 
 
 def _git(repo: Path, *args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+    result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise DiffError(f"{repo}: git {' '.join(args)} failed: {result.stderr.strip()}")
     return result.stdout.strip()
@@ -72,17 +73,16 @@ def _open_revision(repo: Path, rev: str | None, scratch: Path) -> Revision:
     """Resolve ``rev`` (None: the work tree) and open DVC's file system at it."""
     from dvc.api import DVCFileSystem
 
-    if rev is None:
-        commit, label = WORKSPACE, WORKSPACE
-    else:
-        probe = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
-                               cwd=repo, capture_output=True, text=True)  # fmt: skip
-        if probe.returncode != 0:
-            raise DiffError(f"{repo}: unknown git revision {rev!r}")
-        commit, label = probe.stdout.strip()[:8], rev
+    label = WORKSPACE if rev is None else rev
+    commit = WORKSPACE
+    if rev is not None:
+        try:
+            commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")[:8]
+        except DiffError:
+            raise DiffError(f"{repo}: unknown git revision {rev!r}") from None
     try:
         fs = DVCFileSystem(str(repo), rev=rev)
-    except Exception as error:  # dvc raises NotDvcRepoError, SCMError, ... on a bad repo
+    except DvcException as error:  # NotDvcRepoError, SCM errors, ...
         raise DiffError(f"{repo}: cannot open the DVC repository at {label}: {error}") from None
     local = scratch / ("b" if rev is None else f"a-{commit}")
     local.mkdir(parents=True, exist_ok=True)
@@ -104,7 +104,7 @@ def _fetch(side: Revision, path: str) -> Path | None:
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             side.fs.get_file(path, str(target))
-        except Exception as error:
+        except (OSError, DvcException) as error:
             if not _recorded(side.fs, path):
                 return None
             raise DiffError(
@@ -254,7 +254,8 @@ def _round_report(
     eval_a, eval_b = _read_json(side_a, eval_path), _read_json(side_b, eval_path)
     for side, found in ((side_a, eval_a), (side_b, eval_b)):
         if found is None:
-            notes.append(f"{eval_path}: missing at {side.label}, no accuracy for that side")
+            hint = " (metrics are read from git: commit them)" if side.rev is not None else ""
+            notes.append(f"{eval_path}: missing at {side.label}, no accuracy for that side{hint}")
     empty = {"rows_a": 0, "rows_b": 0}
     return {
         "tables": tables,
@@ -313,7 +314,9 @@ def diff_revisions(repo: Path, rev_a: str = "HEAD~1", rev_b: str | None = None) 
 
 
 def _side(entry: dict[str, str]) -> str:
-    return entry["rev"] if entry["rev"] == entry["commit"] else f"{entry['rev']} ({entry['commit']})"
+    return (
+        entry["rev"] if entry["rev"] == entry["commit"] else f"{entry['rev']} ({entry['commit']})"
+    )
 
 
 def _number(value: Any) -> str:

@@ -47,7 +47,26 @@ PUBLISHED_TABLES = ("trajectories", "sft", "pairs")  # per round; plus problems
 ROWS_PER_SHARD = 200_000
 SIZE_CATEGORIES = ((1e3, "n<1K"), (1e4, "1K<n<10K"), (1e5, "10K<n<100K"), (1e6, "100K<n<1M"),
                    (1e7, "1M<n<10M"), (1e8, "10M<n<100M"), (1e9, "100M<n<1B"))  # fmt: skip
+TAGS = ["math", "reasoning", "mcts", "process-reward-model", "preference", "rstar-math",
+        "synthetic", "trl", "dvc"]  # fmt: skip
 TOKEN_HINT = "run `hf auth login` (or `huggingface-cli login`) or set HF_TOKEN"
+
+RECIPE = """\
+Self-evolution data of [rStar-Math]({paper}) (Guan et al., 2025), rebuilt by the open \
+`rstar-data` DVC pipeline: for every seed math problem, Monte Carlo Tree Search over \
+code-augmented reasoning steps (each step is Python whose comments carry the reasoning; every \
+step is executed, failing steps are penalised), terminal answers graded against the ground truth \
+and backed up as Q-values; from the trees, the SFT set (top-2 correct trajectories per problem by \
+mean Q) and step-level preference pairs for the process preference model (PPM: high-Q vs low-Q \
+sibling steps). In PPM-augmented rounds the previous round's PPM initialises every new step's \
+value."""
+
+COLUMNS_NOTE = """\
+Column names follow the pipeline's data contracts, except where TRL expects others: \
+`pairs.prompt` is the contract's `prefix` (the prompt and the solution so far) and \
+`sft.completion` is its `response`. In `steps`, `prompt` is the SFT prompt followed by the \
+solution's opening `<code>` line, and `prompt + ''.join(completions)` is the exact text of the \
+trajectory (steps carry their own markers: use `step_separator=""`)."""
 
 
 class PublishError(RuntimeError):
@@ -81,9 +100,12 @@ class ConfigOut:
 
 
 def _load_params(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise PublishError(f"{path}: no such params file")
-    return yaml.safe_load(path.read_text()) or {}
+    from pipeline.config import ParamsError, load_params
+
+    try:
+        return load_params(path)
+    except ParamsError as error:
+        raise PublishError(str(error)) from None
 
 
 def select_rounds(repo: Path, params: dict[str, Any], rounds: list[str] | None) -> list[str]:
@@ -92,7 +114,10 @@ def select_rounds(repo: Path, params: dict[str, Any], rounds: list[str] | None) 
     if not keys:
         raise PublishError("no rounds to publish: params.yaml has no `rounds` and none were given")
     for key in keys:
-        layout.round_number(key)
+        try:
+            layout.round_number(key)
+        except ValueError as error:
+            raise PublishError(str(error)) from None
         for table in PUBLISHED_TABLES:
             path = repo / layout.round_dir(key) / f"{table}.parquet"
             if not path.is_file():
@@ -103,7 +128,7 @@ def select_rounds(repo: Path, params: dict[str, Any], rounds: list[str] | None) 
 def validate_inputs(repo: Path, rounds: list[str], min_margin: float) -> dict[str, dict[str, Any]]:
     """Validate the problems table and every published round table (pipeline.checks).
 
-    Raises :class:`PublishError` with the summary of every failing table; returns
+    Raises :class:`ContractError` with the summary of every failing table; returns
     {path: {rows, checks}} for the card.
     """
     from pipeline.checks import ValidationError, validate_table
@@ -125,9 +150,13 @@ def validate_inputs(repo: Path, rounds: list[str], min_margin: float) -> dict[st
     if broken:
         details = "\n".join(report.summary() for report in broken)
         names = ", ".join(report.path for report in broken)
-        raise ContractError(f"not published: {names} breaks its contract\n{details}")
+        verb = "breaks its" if len(broken) == 1 else "break their"
+        raise ContractError(f"not published: {names} {verb} contract\n{details}")
     return {
-        str(Path(r.path).relative_to(repo)): {"rows": r.rows, "checks": len(r.checks) - len(r.skipped)}
+        str(Path(r.path).relative_to(repo)): {
+            "rows": r.rows,
+            "checks": len(r.checks) - len(r.skipped),
+        }
         for r in reports
     }
 
@@ -137,7 +166,11 @@ def validate_inputs(repo: Path, rounds: list[str], min_margin: float) -> dict[st
 
 def _files(repo: Path, rounds: list[str], table: str) -> str:
     paths = [str(repo / layout.round_dir(key) / f"{table}.parquet") for key in rounds]
-    return "read_parquet([" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "], union_by_name = true)"
+    return (
+        "read_parquet(["
+        + ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
+        + "], union_by_name = true)"
+    )
 
 
 def config_queries(repo: Path, rounds: list[str]) -> dict[str, tuple[str, str, str | None]]:
@@ -157,23 +190,29 @@ def config_queries(repo: Path, rounds: list[str]) -> dict[str, tuple[str, str, s
         ),
         "sft": (
             "the SFT set (top-2 correct trajectories per problem by mean Q), prompt/completion",
-            f"SELECT * EXCLUDE (response), response AS completion FROM {sft} "
-            "ORDER BY round, problem_id, rank",
+            (
+                f"SELECT * EXCLUDE (response), response AS completion FROM {sft} "
+                "ORDER BY round, problem_id, rank"
+            ),
             None,
         ),
         "pairs": (
             "step-level preference pairs for the PPM: prompt (the prefix), chosen, rejected",
-            f"SELECT prefix AS prompt, chosen, rejected, * EXCLUDE (prefix, chosen, rejected) "
-            f"FROM {pairs} ORDER BY round, problem_id, node_id, chosen, rejected",
+            (
+                "SELECT prefix AS prompt, chosen, rejected, * EXCLUDE (prefix, chosen, rejected) "
+                f"FROM {pairs} ORDER BY round, problem_id, node_id, chosen, rejected"
+            ),
             "split",
         ),
         "steps": (
             "stepwise supervision for a PRM: prompt, completions (steps), labels (Q > 0)",
-            f"SELECT rstar_step_prompt(p.question) AS prompt, t.steps AS completions, "
-            f"list_transform(t.q_values, lambda q: q > 0) AS labels, t.problem_id, t.round, "
-            f"t.leaf_id, t.q_values, t.correct, t.has_error "
-            f"FROM {trajectories} AS t JOIN {problems} AS p USING (problem_id) "
-            f"ORDER BY t.round, t.problem_id, t.leaf_id",
+            (
+                "SELECT rstar_step_prompt(p.question) AS prompt, t.steps AS completions, "
+                "list_transform(t.q_values, lambda q: q > 0) AS labels, t.problem_id, t.round, "
+                "t.leaf_id, t.q_values, t.correct, t.has_error "
+                f"FROM {trajectories} AS t JOIN {problems} AS p USING (problem_id) "
+                "ORDER BY t.round, t.problem_id, t.leaf_id"
+            ),
             None,
         ),
     }
@@ -236,7 +275,9 @@ def write_configs(
             splits = ["train"]
             if split_column:
                 found = con.sql(f"SELECT DISTINCT {split_column} FROM ({query})").fetchall()
-                splits = sorted({row[0] for row in found} | {"train"}, key=lambda s: (s != "train", s))
+                splits = sorted(
+                    {row[0] for row in found} | {"train"}, key=lambda s: (s != "train", s)
+                )
             for split in splits:
                 literal = "'" + str(split).replace("'", "''") + "'"
                 part = query if not split_column else (
@@ -259,8 +300,9 @@ def write_configs(
 
 def git_revision(repo: Path) -> dict[str, Any]:
     """The commit the data came from and whether tracked files differ from it."""
+
     def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
 
     head = git("rev-parse", "HEAD")
     if head.returncode != 0:
@@ -310,8 +352,7 @@ def card_metadata(configs: list[ConfigOut], license: str, pretty_name: str) -> d
         "language": ["en"],
         "pretty_name": pretty_name,
         "task_categories": ["text-generation", "reinforcement-learning"],
-        "tags": ["math", "reasoning", "mcts", "process-reward-model", "preference", "rstar-math",
-                 "synthetic", "trl", "dvc"],  # fmt: skip
+        "tags": TAGS,
         "size_categories": [size_category(largest)],
         "configs": entries,
     }
@@ -329,11 +370,17 @@ def _round_rows(repo: Path, rounds: list[str]) -> list[str]:
         if stats_path.is_file():
             entries = json.loads(stats_path.read_text()).get("rounds", {})
             total = entries.get(str(layout.round_number(key)), {}).get("total", {})
-        accuracy = json.loads(eval_path.read_text()).get("accuracy", {}) if eval_path.is_file() else {}
-        shown = ", ".join(
-            f"{name} {value:.3f}" for name, value in sorted(accuracy.items())
-            if isinstance(value, (int, float))
-        ) or "–"
+        accuracy = (
+            json.loads(eval_path.read_text()).get("accuracy", {}) if eval_path.is_file() else {}
+        )
+        shown = (
+            ", ".join(
+                f"{name} {value:.3f}"
+                for name, value in sorted(accuracy.items())
+                if isinstance(value, (int, float))
+            )
+            or "–"
+        )
         cells = [total.get(name, "–") for name in
                  ("problems", "solved", "trajectories", "correct_trajectories", "sft_rows", "pairs")]  # fmt: skip
         rows.append(f"| {key} | " + " | ".join(str(c) for c in cells) + f" | {shown} |")
@@ -367,14 +414,7 @@ def card_body(
     lines = [
         f"# {pretty_name}",
         "",
-        f"Self-evolution data of [rStar-Math]({PAPER}) (Guan et al., 2025), rebuilt by the open "
-        "`rstar-data` DVC pipeline: for every seed math problem, Monte Carlo Tree Search over "
-        "code-augmented reasoning steps (each step is Python whose comments carry the reasoning; "
-        "every step is executed, failing steps are penalised), terminal answers graded against "
-        "the ground truth and backed up as Q-values; from the trees, the SFT set (top-2 correct "
-        "trajectories per problem by mean Q) and step-level preference pairs for the process "
-        "preference model (PPM: high-Q vs low-Q sibling steps). In PPM-augmented rounds the "
-        "previous round's PPM initialises every new step's value.",
+        RECIPE.format(paper=PAPER),
         "",
         f"Rounds: {', '.join(rounds)}.",
         "",
@@ -388,11 +428,7 @@ def card_body(
     if empty:
         lines += [f"Empty in this build, so not listed as data files: {', '.join(empty)}.", ""]
     lines += [
-        "Column names follow the pipeline's data contracts, except where TRL expects others: "
-        "`pairs.prompt` is the contract's `prefix` (the prompt and the solution so far) and "
-        "`sft.completion` is its `response`. In `steps`, `prompt` is the SFT prompt followed by "
-        "the solution's opening `<code>` line, and `prompt + ''.join(completions)` is the exact "
-        "text of the trajectory (steps carry their own markers, so use `step_separator=\"\"`).",
+        COLUMNS_NOTE,
         "",
         "## Use",
         "",
@@ -412,8 +448,7 @@ def card_body(
         "",
         "## Validation",
         "",
-        "Every published table passed its contract checks (Great Expectations and DuckDB) "
-        "before this build:",
+        "Every published table passed its contract checks before this build:",
         "",
         *[f"- `{path}`: {v['rows']} rows, {v['checks']} checks" for path, v in validation.items()],
         "",
@@ -434,8 +469,7 @@ def card_body(
         "```bibtex",
         "@article{guan2025rstar,",
         "  title={rStar-Math: Small LLMs Can Master Math Reasoning with Self-Evolved Deep Thinking},",
-        "  author={Guan, Xinyu and Zhang, Li Lyna and Liu, Yifei and Shang, Ning and Sun, Youran "
-        "and Zhu, Yi and Yang, Fan and Yang, Mao},",
+        "  author={Guan, Xinyu and Zhang, Li Lyna and Liu, Yifei and Shang, Ning and Sun, Youran and Zhu, Yi and Yang, Fan and Yang, Mao},",
         "  journal={arXiv preprint arXiv:2501.04519},",
         "  year={2025}",
         "}",
@@ -460,7 +494,7 @@ def build_dataset_folder(
     rounds: list[str] | None,
     out_dir: Path,
     *,
-    license: str = "mit",  # noqa: A002 - the card's field name
+    license: str = "mit",
     params_path: Path | None = None,
     pretty_name: str = "rStar-Math self-evolution data",
     repo_id: str | None = None,
@@ -485,7 +519,9 @@ def build_dataset_folder(
     try:
         configs = write_configs(repo, keys, building, rows_per_shard)
         metadata = card_metadata(configs, license, pretty_name)
-        body = card_body(repo, keys, configs, params_path.read_text(), validation, pretty_name, repo_id)
+        body = card_body(
+            repo, keys, configs, params_path.read_text(), validation, pretty_name, repo_id
+        )
         write_card(building, metadata, body)
         _replace_dir(building, out_dir)
     except BaseException:
@@ -527,11 +563,15 @@ def check_hub_access(token: str | None = None):  # -> tuple[HfApi, str]
     except HfHubHTTPError as error:
         status = getattr(getattr(error, "response", None), "status_code", None)
         if status in (401, 403):
-            raise PublishError(f"the Hugging Face Hub rejected the token ({status}): {TOKEN_HINT}") from None
+            raise PublishError(
+                f"the Hugging Face Hub rejected the token ({status}): {TOKEN_HINT}"
+            ) from None
         raise PublishError(f"the Hugging Face Hub answered with an error: {error}") from None
-    except Exception as error:  # offline mode, DNS, connection refused, timeouts
+    except Exception as error:  # noqa: BLE001 - offline mode, DNS, refused, timeouts (httpx, OSError)
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise PublishError(f"cannot reach the Hugging Face Hub at {constants.ENDPOINT}: {message}") from None
+        raise PublishError(
+            f"cannot reach the Hugging Face Hub at {constants.ENDPOINT}: {message}"
+        ) from None
     return api, user.get("name", "?")
 
 
@@ -581,7 +621,9 @@ def run_publish_cli(
     """
     try:
         if dry_run:
-            folder = build_dataset_folder(repo, rounds, out or repo / "data" / "publish", repo_id=repo_id)
+            folder = build_dataset_folder(
+                repo, rounds, out or repo / "data" / "publish", repo_id=repo_id
+            )
             return 0, f"dataset folder written to {folder} (dry run: nothing pushed)"
         if not repo_id:
             raise PublishError("--repo-id is required to push (or use --dry-run --out DIR)")

@@ -20,9 +20,15 @@ from pipeline.publish import PublishError, build_dataset_folder
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--out", default="data/publish", help="folder to write (default: data/publish)")
-    parser.add_argument("--rounds", default=None, help="comma-separated rounds (default: all in params)")
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: params.yaml)"
+    )
+    parser.add_argument(
+        "--out", default="data/publish", help="folder to write (default: data/publish)"
+    )
+    parser.add_argument(
+        "--rounds", default=None, help="comma-separated rounds (default: all in params)"
+    )
     parser.add_argument("--repo-id", default=None, help="Hub id shown in the card's examples")
     args = parser.parse_args(argv)
     started = time.perf_counter()

@@ -26,14 +26,14 @@ def would_run(repo: Path) -> set[str]:
     """Stages `dvc status` finds changed, plus every stage downstream of them."""
     from dvc.repo import Repo
 
-    changed = set(json.loads(dvc(repo, "status", "--json").stdout))
+    changed = set(json.loads(dvc(repo, "status", "dvc.yaml", "--json").stdout))
     with Repo(str(repo)) as dvc_repo:
         graph = dvc_repo.index.graph  # edges point from a stage to the stages it reads from
         affected = set()
         for stage in graph.nodes:  # `name`, not `addressing`: that one is relative to the cwd
             if stage.name in changed:
                 affected |= {stage.name} | {other.name for other in nx.ancestors(graph, stage)}
-    return affected
+    return {stage for stage in affected if not stage.startswith("publish")}
 
 
 def edit_params(repo: Path, change) -> None:

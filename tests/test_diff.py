@@ -61,7 +61,9 @@ def revisions(smoke_repo):
     rev_a = commit_all(repo, "A: smoke build")
     try:
         params = yaml.safe_load((repo / "params.yaml").read_text())
-        assert params["rounds"]["r2"]["problems"] == SMOKE_PROBLEMS, "the smoke profile changed: update this test"
+        assert params["rounds"]["r2"]["problems"] == SMOKE_PROBLEMS, (
+            "the smoke profile changed: update this test"
+        )
         params["rounds"]["r2"]["problems"] = SHRUNK
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         result = dvc(repo, "repro", "sft@r2", "pairs@r2")
@@ -122,7 +124,9 @@ def check_report(report: dict, repo: Path, rev_a: str, rev_b: str) -> None:
     """Every count of ``report`` against the two revisions' files."""
     read_a, read_b = revision_reader(repo, rev_a), revision_reader(repo, rev_b)
     problems = "data/seeds/problems.parquet"
-    assert report["problems"] == expected_changes(read_a(problems), read_b(problems), ("problem_id",))
+    assert report["problems"] == expected_changes(
+        read_a(problems), read_b(problems), ("problem_id",)
+    )
     for key, entry in report["rounds"].items():
         tables = {}
         for table in ROUND_TABLES:
@@ -131,7 +135,10 @@ def check_report(report: dict, repo: Path, rev_a: str, rev_b: str) -> None:
             if all(side is None for side in tables[table]):
                 assert table not in entry["tables"]
                 continue
-            assert entry["tables"][table] == expected_changes(*tables[table], TABLE_KEYS[table]), (key, table)
+            assert entry["tables"][table] == expected_changes(*tables[table], TABLE_KEYS[table]), (
+                key,
+                table,
+            )
         solved_a, solved_b = solved(tables["nodes"][0]), solved(tables["nodes"][1])
         assert entry["solved"]["a"] == len(solved_a) and entry["solved"]["b"] == len(solved_b)
         assert entry["solved"]["newly_solved"] == sorted(solved_b - solved_a)
@@ -150,6 +157,7 @@ def report_ab(revisions) -> dict:
     return diff_revisions(repo, rev_a, rev_b)
 
 
+@pytest.mark.slow  # the smoke DAG
 def test_diff_of_two_revisions_matches_their_files(revisions, report_ab):
     repo, _, rev_a, rev_b = revisions
     report = report_ab
@@ -158,10 +166,18 @@ def test_diff_of_two_revisions_matches_their_files(revisions, report_ab):
     assert list(report["rounds"]) == ["r1", "r2"] and report["notes"] == []
     check_report(report, repo, rev_a, rev_b)
     # Round 1 was not rebuilt; round 2 lost the trees of the problems it no longer searches.
-    assert all(s["added"] == s["removed"] == s["changed"] == 0 for s in report["rounds"]["r1"]["tables"].values())
+    assert all(
+        s["added"] == s["removed"] == s["changed"] == 0
+        for s in report["rounds"]["r1"]["tables"].values()
+    )
     nodes_a = revision_reader(repo, rev_a)("data/rounds/r2/nodes.parquet")
     nodes_b = revision_reader(repo, rev_b)("data/rounds/r2/nodes.parquet")
-    assert nodes_b["problem_id"].n_unique() == SHRUNK < nodes_a["problem_id"].n_unique() == SMOKE_PROBLEMS
+    assert (
+        nodes_b["problem_id"].n_unique()
+        == SHRUNK
+        < nodes_a["problem_id"].n_unique()
+        == SMOKE_PROBLEMS
+    )
     assert report["rounds"]["r2"]["tables"]["nodes"]["removed"] > 0
     # The evaluations were not rerun: every accuracy is the same on both sides.
     evaluation = json.loads((repo / "data/eval/r2.json").read_text())
@@ -170,6 +186,7 @@ def test_diff_of_two_revisions_matches_their_files(revisions, report_ab):
     assert all(entry["delta"] == 0 for entry in accuracy.values())
 
 
+@pytest.mark.slow  # the smoke DAG
 def test_defaults_compare_head_parent_with_the_work_tree_and_swapping_sides_mirrors(revisions):
     repo, _, rev_a, rev_b = revisions
     code, output = run_diff_cli(repo, "HEAD~1", None, "json")  # HEAD is B, the work tree B's build
@@ -187,6 +204,7 @@ def test_defaults_compare_head_parent_with_the_work_tree_and_swapping_sides_mirr
     assert reverse["params"] == {"rounds.r2.problems": {"old": SHRUNK, "new": SMOKE_PROBLEMS}}
 
 
+@pytest.mark.slow  # the smoke DAG
 def test_tables_missing_from_a_revision_count_as_empty(revisions):
     repo, original, rev_a, _ = revisions  # the scratch commit has no dvc.lock: no DVC outputs
     report = diff_revisions(repo, original, rev_a)
@@ -196,6 +214,7 @@ def test_tables_missing_from_a_revision_count_as_empty(revisions):
     assert any("data/rounds/r1/nodes.parquet: missing at" in note for note in report["notes"])
 
 
+@pytest.mark.slow  # the smoke DAG
 def test_reports_read_as_text_and_markdown(report_ab):
     report = report_ab
     removed = report["rounds"]["r2"]["tables"]["nodes"]["removed"]
@@ -208,6 +227,7 @@ def test_reports_read_as_text_and_markdown(report_ab):
     assert f"| r2 | `nodes` | {rows_a} | {rows_b} | 0 | {removed} | 0 |" in markdown
 
 
+@pytest.mark.slow  # the smoke DAG
 def test_unknown_revision_is_a_one_line_error(revisions):
     repo = revisions[0]
     code, output = run_diff_cli(repo, "no-such-rev", None, "text")

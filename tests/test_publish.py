@@ -55,8 +55,11 @@ def offline(monkeypatch, tmp_path):
 
 def expected_splits(repo: Path, rounds: list[str]) -> dict[str, dict[str, int]]:
     """Rows per config and split, counted from the pipeline's tables."""
+
     def rounds_of(table: str) -> pl.DataFrame:
-        return pl.concat([pl.read_parquet(repo / f"data/rounds/{k}/{table}.parquet") for k in rounds])
+        return pl.concat(
+            [pl.read_parquet(repo / f"data/rounds/{k}/{table}.parquet") for k in rounds]
+        )
 
     def by_split(frame: pl.DataFrame) -> dict[str, int]:
         counts = dict(frame.group_by("split").len().iter_rows())
@@ -97,6 +100,7 @@ def smoke_folder(smoke_repo, tmp_path_factory) -> Path:
     return build_dataset_folder(smoke_repo, None, tmp_path_factory.mktemp("publish") / "dataset")
 
 
+@pytest.mark.slow  # the smoke DAG
 def test_every_config_of_the_smoke_build_loads_with_its_rows(smoke_repo, smoke_folder, offline):
     metadata = check_folder(smoke_folder, smoke_repo, ["r1", "r2"], offline)
     assert metadata["license"] == "mit" and "text-generation" in metadata["task_categories"]
@@ -105,7 +109,10 @@ def test_every_config_of_the_smoke_build_loads_with_its_rows(smoke_repo, smoke_f
     step_rows = load(smoke_folder, "steps", offline)["train"]
     assert step_rows.column_names[:3] == ["prompt", "completions", "labels"]
     trajectories = pl.concat(
-        [pl.read_parquet(smoke_repo / f"data/rounds/{k}/trajectories.parquet") for k in ("r1", "r2")]
+        [
+            pl.read_parquet(smoke_repo / f"data/rounds/{k}/trajectories.parquet")
+            for k in ("r1", "r2")
+        ]
     )
     by_leaf = {(row["round"], row["leaf_id"]): row for row in trajectories.iter_rows(named=True)}
     questions = dict(pl.read_parquet(smoke_repo / "data/seeds/problems.parquet")
@@ -114,9 +121,12 @@ def test_every_config_of_the_smoke_build_loads_with_its_rows(smoke_repo, smoke_f
         source = by_leaf[(row["round"], row["leaf_id"])]
         assert row["completions"] == source["steps"]
         assert row["labels"] == [q > 0 for q in source["q_values"]]
-        assert row["prompt"] == steps.generation_prefix(steps.sft_prompt(questions[row["problem_id"]]), [])
+        assert row["prompt"] == steps.generation_prefix(
+            steps.sft_prompt(questions[row["problem_id"]]), []
+        )
 
 
+@pytest.mark.slow  # the smoke DAG
 def test_card_names_the_recipe_params_and_revision(smoke_repo, smoke_folder):
     _, body = front_matter(smoke_folder / "README.md")
     assert "https://arxiv.org/abs/2501.04519" in body
@@ -132,6 +142,7 @@ def test_card_names_the_recipe_params_and_revision(smoke_repo, smoke_folder):
     assert all(name in body for name in accuracy)
 
 
+@pytest.mark.slow  # the smoke DAG
 def test_stage_rejects_an_unknown_round_before_writing(smoke_repo, tmp_path, monkeypatch):
     from stages.publish import main
 
@@ -155,7 +166,9 @@ def copy_tables(smoke_repo: Path, target: Path) -> Path:
 
 def add_rows(repo: Path, *, broken: bool = False) -> None:
     """Two valid pairs (one held out) and an SFT row on test-split problems; or a broken pair."""
-    problems = pl.read_parquet(repo / "data/seeds/problems.parquet").filter(pl.col("split") == "test")
+    problems = pl.read_parquet(repo / "data/seeds/problems.parquet").filter(
+        pl.col("split") == "test"
+    )
     first, second = problems["problem_id"][0], problems["problem_id"][1]
     pairs_path = repo / "data/rounds/r1/pairs.parquet"
     pairs = pl.read_parquet(pairs_path)
@@ -177,6 +190,7 @@ def add_rows(repo: Path, *, broken: bool = False) -> None:
     pl.concat([sft, pl.DataFrame([row], schema=sft.schema)]).write_parquet(sft_path)
 
 
+@pytest.mark.slow  # the smoke DAG
 def test_pairs_and_sft_take_trl_columns(smoke_repo, tmp_path, offline):
     repo = copy_tables(smoke_repo, tmp_path / "repo")
     add_rows(repo)
@@ -203,6 +217,7 @@ def test_pairs_and_sft_take_trl_columns(smoke_repo, tmp_path, offline):
     assert "unknown (not a git repository)" in body
 
 
+@pytest.mark.slow  # the smoke DAG
 def test_a_broken_table_stops_the_publish_and_keeps_the_old_folder(smoke_repo, tmp_path):
     repo = copy_tables(smoke_repo, tmp_path / "repo")
     add_rows(repo, broken=True)
@@ -229,13 +244,15 @@ def test_size_categories_follow_the_row_counts():
 
 @pytest.fixture
 def no_token(monkeypatch, tmp_path):
-    import huggingface_hub.constants as constants
+    from huggingface_hub import constants
 
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
-    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf-home" / "stored"), raising=False)
+    monkeypatch.setattr(
+        constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf-home" / "stored"), raising=False
+    )
 
 
 def test_push_without_a_token_is_a_one_line_error_before_any_work(no_token, tmp_path):
@@ -245,52 +262,39 @@ def test_push_without_a_token_is_a_one_line_error_before_any_work(no_token, tmp_
     with pytest.raises(PublishError, match=r"^no Hugging Face token: run `hf auth login`"):
         push_to_hub(folder, "someone/rstar-data")
     # The CLI checks before it builds: an empty folder would fail the build with another error.
-    code, message = run_publish_cli(tmp_path, rounds=None, out=None, dry_run=False, repo_id="someone/x")
+    code, message = run_publish_cli(
+        tmp_path, rounds=None, out=None, dry_run=False, repo_id="someone/x"
+    )
     assert code == 2 and message.startswith("error: no Hugging Face token") and "\n" not in message
 
 
 def test_push_without_network_is_a_one_line_error(no_token, monkeypatch, tmp_path):
-    import huggingface_hub.constants as constants
+    from huggingface_hub import constants
 
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    code, message = run_publish_cli(tmp_path, rounds=None, out=None, dry_run=False, repo_id="someone/x")
-    assert code == 2 and message.startswith("error: cannot reach the Hugging Face Hub") and "\n" not in message
+    code, message = run_publish_cli(
+        tmp_path, rounds=None, out=None, dry_run=False, repo_id="someone/x"
+    )
+    assert (
+        code == 2
+        and message.startswith("error: cannot reach the Hugging Face Hub")
+        and "\n" not in message
+    )
 
 
 # --------------------------------------------------------------------------- the DVC stage
 
 # The stage lives in its own dvc.yaml: `dvc repro` reads ./dvc.yaml by default, so a plain
 # repro never builds it, and `dvc repro publish/dvc.yaml` builds it (and whatever it needs).
-PUBLISH_DVC_YAML = """\
-stages:
-  publish:
-    wdir: ..
-    cmd: python -m stages.publish --out data/publish
-    deps:
-      - stages/publish.py
-      - pipeline/publish.py
-      - pipeline/checks
-      - params.yaml
-      - data/seeds/problems.parquet
-      - data/rounds
-      - data/stats
-      - data/eval
-    outs:
-      - data/publish:
-          cache: false
-"""
 
 
+@pytest.mark.slow  # the smoke DAG
 def test_publish_stage_runs_only_when_targeted(smoke_repo):
     from tests.conftest import dvc
 
-    stage_file = smoke_repo / "publish" / "dvc.yaml"
-    created = not stage_file.exists()
-    if created:
-        stage_file.parent.mkdir()
-        stage_file.write_text(PUBLISH_DVC_YAML)
+    assert (smoke_repo / "publish" / "dvc.yaml").is_file()
     try:
         dry = dvc(smoke_repo, "repro", "--dry")
         assert dry.returncode == 0 and "publish" not in dry.stdout, dry.stdout[-2000:]
@@ -298,8 +302,8 @@ def test_publish_stage_runs_only_when_targeted(smoke_repo):
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
         assert "Running stage 'publish/dvc.yaml:publish'" in run.stdout
         metadata, _ = front_matter(smoke_repo / "data/publish/README.md")
-        assert {"problems", "trajectories", "steps"} <= {c["config_name"] for c in metadata["configs"]}
+        assert {"problems", "trajectories", "steps"} <= {
+            c["config_name"] for c in metadata["configs"]
+        }
     finally:
         shutil.rmtree(smoke_repo / "data" / "publish", ignore_errors=True)
-        if created:
-            shutil.rmtree(smoke_repo / "publish")
