@@ -10,7 +10,7 @@ its next one while the others catch up and batches stay full.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Literal, Protocol, Sequence
 
 from pipeline import steps
@@ -86,7 +86,6 @@ class SearchStats:
     code_errors: int = 0
     ppm_calls: int = 0
     nodes: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass

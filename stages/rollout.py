@@ -114,13 +114,11 @@ def main(argv: list[str] | None = None) -> None:
 
     engine = make_engine(engine_kind, str(policy_path), **engine_options)
     bar = tqdm(total=len(problems), desc=f"rollout {round_key}", unit="problem")
-    tokens_seen = [0]
 
     def on_progress(stats) -> None:
         bar.set_postfix(nodes=stats.nodes, tok_s=f"{stats.tokens / max(bar.format_dict['elapsed'], 1e-9):.0f}")
 
     def on_shard(index: int, count: int, stats) -> None:
-        tokens_seen[0] += stats.tokens
         bar.update(count)
 
     with Sandbox(**vars(sandbox_config)) as sandbox:
