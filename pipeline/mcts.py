@@ -231,10 +231,8 @@ class MCTS:
             for (_, child), score in zip(new_children, self._ppm_scores(new_children)):
                 child.ppm_score = score
                 child.update(score)
-        for node in nodes:
-            if node.children and all(child.is_terminal for child in node.children):
-                _mark_exhausted(node)
-            elif not node.children:  # every sample was a duplicate of nothing: no usable step
+        for node in nodes:  # no usable sample counts as "all children terminal" too
+            if all(child.is_terminal for child in node.children):
                 _mark_exhausted(node)
 
     def _run_code(self, candidates: list[_Candidate]) -> list[tuple[str, str | None] | None]:
