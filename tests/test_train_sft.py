@@ -368,3 +368,43 @@ def test_warm_start_reports_pass_at_k_when_asked(
         "greedy",
         "pass_at_2",
     }
+
+
+def marker_probability(model_dir: Path, prompt: str, response: str, marker: str) -> float:
+    """p(marker | prompt + "\\n" + the response up to that marker's first occurrence)."""
+    from pipeline.models import load_causal_lm
+
+    model, tokenizer = load_causal_lm(model_dir)
+    before = response[: response.index(marker)]
+    ids = tokenizer(prompt + "\n" + before, return_tensors="pt").input_ids
+    with torch.no_grad():
+        probs = model(input_ids=ids).logits[0, -1].softmax(-1)
+    return probs[tokenizer.convert_tokens_to_ids(marker)].item()
+
+
+def test_new_markers_learn_at_their_own_rate_and_old_rows_stay(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """At a small body learning rate, fresh marker rows barely move; their own larger rate
+    makes the policy emit `<end_of_step>` where the step ends (the SmolLM2 warm start failure:
+    no marker was ever generated), and the old vocabulary rows are left exactly as they were."""
+    from pipeline.models import load_causal_lm
+
+    frame = sft_frame(40)
+    slow = TrainConfig(epochs=2, learning_rate=1e-4, batch_size=8, max_length=192,
+                       new_token_learning_rate=1e-4)  # fmt: skip
+    fast = TrainConfig(**(slow.as_dict() | {"new_token_learning_rate": 3e-2}))
+    train_sft(tiny_model_dir, frame, tmp_path / "slow", slow)
+    metrics = train_sft(tiny_model_dir, frame, tmp_path / "fast", fast)
+    assert metrics["markers_added"] == list(steps.MARKERS)
+
+    question, solution, _ = addition_problem(random.Random(7))
+    prompt = steps.sft_prompt(question)
+    p_slow = marker_probability(tmp_path / "slow", prompt, solution, steps.END_OF_STEP)
+    p_fast = marker_probability(tmp_path / "fast", prompt, solution, steps.END_OF_STEP)
+    assert p_fast > 100 * p_slow
+
+    start, _ = load_causal_lm(tiny_model_dir)
+    trained, _ = load_causal_lm(tmp_path / "fast")
+    old = start.get_input_embeddings().weight
+    assert torch.equal(trained.get_input_embeddings().weight[: old.shape[0]], old)

@@ -46,9 +46,14 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     max_steps: int | None = None  # cap on optimizer steps, after the epochs are counted
     heldout_fraction: float = 0.1  # share of problems held out for the before/after loss (SFT)
+    # Learning rate of the embedding rows of new tokens (the step markers) in the run that adds
+    # them: fresh rows must travel far in few steps. When it exceeds `learning_rate`, the old
+    # rows of the embedding matrices stay frozen for that run (pipeline.train.sft).
+    new_token_learning_rate: float = 5e-3
 
     def __post_init__(self) -> None:
-        positive = ("epochs", "learning_rate", "batch_size", "grad_accum", "max_length")
+        positive = ("epochs", "learning_rate", "new_token_learning_rate", "batch_size",
+                    "grad_accum", "max_length")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
@@ -218,14 +223,19 @@ def optimizer_steps(micro_batches: int, config: TrainConfig) -> int:
     return min(total, config.max_steps) if config.max_steps else total
 
 
-def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; biases and norm weights (1-d tensors) get no weight decay."""
+def _optimizer(
+    model: torch.nn.Module, config: TrainConfig, own_rate: dict[torch.nn.Parameter, float]
+) -> torch.optim.Optimizer:
+    """AdamW; biases and norm weights (1-d tensors) get no weight decay; each parameter in
+    ``own_rate`` gets its own group with that learning rate and no weight decay."""
     decay, no_decay = [], []
     for parameter in model.parameters():
-        if parameter.requires_grad:
+        if parameter.requires_grad and parameter not in own_rate:
             (decay if parameter.ndim >= 2 else no_decay).append(parameter)
     groups = [{"params": decay, "weight_decay": config.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]  # fmt: skip
+    groups += [{"params": [parameter], "lr": rate, "weight_decay": 0.0}
+               for parameter, rate in own_rate.items()]  # fmt: skip
     return torch.optim.AdamW(groups, lr=config.learning_rate)
 
 
@@ -251,6 +261,7 @@ def train_loop(
     reduction: Literal["mean", "sum"],
     on_step: StepCallback | None = None,
     desc: str = "train",
+    own_rate: dict[torch.nn.Parameter, float] | None = None,
 ) -> tuple[torch.nn.Module, list[float]]:
     """Run the optimizer over the epochs; returns the prepared model and the loss of each step.
 
@@ -259,10 +270,11 @@ def train_loop(
     loss of a step is the mean over its micro-batches (token-mean SFT loss); with ``"sum"`` it
     is their sum (the PPM loss is summed over the batch, DESIGN.md section 2). The reported
     loss of a step is the mean of its micro-batches' reported losses over all processes.
-    Gradients sync across processes only on a step's last micro-batch.
+    Gradients sync across processes only on a step's last micro-batch. ``own_rate`` maps
+    parameters to their own learning rate (the warm-up and decay still apply).
     """
     total = optimizer_steps(len(batches_for_epoch(0)), config)
-    optimizer = _optimizer(model, config)
+    optimizer = _optimizer(model, config, own_rate or {})
     scheduler = _schedule(optimizer, total, config.warmup_ratio)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()

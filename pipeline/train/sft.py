@@ -100,6 +100,30 @@ def add_step_markers(tokenizer, model) -> list[str]:
     return missing
 
 
+def learn_new_rows_only(model, first_new_row: int) -> list[torch.nn.Parameter]:
+    """The embedding matrices (input and output, once if tied), set to learn only the rows from
+    ``first_new_row`` on: the gradient of every older row is zeroed.
+
+    Fresh marker rows start at the mean embedding, where the model never predicts them; at the
+    base learning rate they barely move in a short warm start. The caller gives these matrices
+    their own, larger rate, which old rows must not feel (the softmax sends every output row a
+    gradient at every step), hence the freeze.
+    """
+
+    def zero_old_rows(grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        grad[:first_new_row] = 0
+        return grad
+
+    matrices: list[torch.nn.Parameter] = []
+    for layer in (model.get_input_embeddings(), model.get_output_embeddings()):
+        weight = getattr(layer, "weight", None)
+        if weight is not None and weight.requires_grad and all(weight is not m for m in matrices):
+            weight.register_hook(zero_old_rows)
+            matrices.append(weight)
+    return matrices
+
+
 def encode(tokenizer, example: Example, max_length: int) -> Encoded | None:
     """Token ids and labels of ``prompt + "\\n" + response + EOS``; None if no response fits.
 
@@ -232,6 +256,12 @@ def train_sft(
     )
     markers_before = set(tokenizer.get_added_vocab())
     metrics["markers_added"] = add_step_markers(tokenizer, model)
+    own_rate = {}
+    if metrics["markers_added"] and config.new_token_learning_rate > config.learning_rate:
+        # new ids follow the old vocabulary (and its padding rows, if any)
+        first_new = min(tokenizer.convert_tokens_to_ids(metrics["markers_added"]))
+        matrices = learn_new_rows_only(model, first_new)
+        own_rate = dict.fromkeys(matrices, config.new_token_learning_rate)
     encoded = [e for e in (encode(tokenizer, row, config.max_length) for row in train_rows) if e]
     held = [e for e in (encode(tokenizer, row, config.max_length) for row in held_rows) if e]
     metrics |= {"train_examples": len(encoded), "dropped_too_long": len(train_rows) - len(encoded),
@@ -258,7 +288,8 @@ def train_sft(
         return loss, loss
 
     prepared, losses = train_loop(wrapper, batches_for_epoch, loss_fn, config, accelerator,
-                                  reduction="mean", on_step=on_step, desc="sft")  # fmt: skip
+                                  reduction="mean", on_step=on_step, desc="sft",
+                                  own_rate=own_rate)  # fmt: skip
     wrapper = accelerator.unwrap_model(prepared)
     metrics["heldout_loss_after"] = mean_loss(wrapper, held_batches, accelerator)
     metrics |= loss_summary(losses) | {"optimizer_steps": len(losses), "trained": True}
