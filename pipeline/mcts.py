@@ -10,8 +10,9 @@ its next one while the others catch up and batches stay full.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 from pipeline import steps
 from pipeline.answer import extract_answer, is_equivalent
@@ -271,7 +272,7 @@ class MCTS:
         text = parsed.text
         if parsed.kind == "code" and observation is not None:
             stdout, error = observation
-            text = steps.with_observation(parsed, error if error else stdout)
+            text = steps.with_observation(parsed, error or stdout)
         child = add_child(parent, text)
         child.tokens = candidate.completion.tokens
         child.code = parsed.code if parsed.kind == "code" else ""
@@ -293,7 +294,7 @@ class MCTS:
         else:
             assert observation is not None
             stdout, error = observation
-            child.observation = error if error else stdout
+            child.observation = error or stdout
             if error:
                 self.stats.code_errors += 1
                 child.is_error = True

@@ -265,7 +265,7 @@ class Sandbox:
     def _run_on(self, worker: _Worker, code: str, timeout_s: float) -> ExecResult:
         """One run; a worker found dead (before or during it) is replaced and the run retried
         once: runs are pure computations, so running one again is harmless."""
-        for attempt in range(2):
+        for _attempt in range(2):
             started = time.monotonic()
             try:
                 reply = worker.request(code, timeout_s)

@@ -219,7 +219,7 @@ def program(codes: list[str]) -> str:
 
 def split_solution(solution: str) -> list[str]:
     """Split a full solution text back into its step texts (inverse of :func:`render_solution`)."""
-    text = solution[len(SOLUTION_OPEN) :] if solution.startswith(SOLUTION_OPEN) else solution
+    text = solution.removeprefix(SOLUTION_OPEN)
     pattern = re.compile(
         "(.*?(?:"
         + re.escape(END_OF_STEP)
