@@ -14,10 +14,18 @@ def _git(cwd: Path, *args: str) -> str:
     ).stdout
 
 
+def built_state(name: str) -> bool:
+    """What a `dvc repro` leaves behind (dvc.lock, data/): a user commits it, as the README
+    says, but a scratch build must start without it, or it inherits another profile's lock."""
+    return name == "dvc.lock" or name.startswith("data/")
+
+
 def project_files(repo: Path) -> list[str]:
-    """Tracked files plus untracked ones git does not ignore: the working tree as a user has it."""
+    """Tracked files plus untracked ones git does not ignore, without the built state: the
+    project as a user has it, before any `dvc repro`."""
     listed = _git(repo, "ls-files", "--cached", "--others", "--exclude-standard", "-z")
-    return [name for name in listed.split("\0") if name and (repo / name).is_file()]
+    return [name for name in listed.split("\0")
+            if name and (repo / name).is_file() and not built_state(name)]  # fmt: skip
 
 
 def scratch_copy(repo: Path, destination: Path | None = None) -> Path:
