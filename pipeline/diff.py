@@ -28,6 +28,7 @@ import duckdb
 from dvc.exceptions import DvcException
 
 from pipeline import layout
+from pipeline.sql import sql_literal
 
 WORKSPACE = "workspace"
 
@@ -145,7 +146,7 @@ def _q(name: str) -> str:
 
 
 def _source(path: Path) -> str:
-    return "read_parquet('" + str(path).replace("'", "''") + "')"
+    return f"read_parquet({sql_literal(path)})"
 
 
 def compare_tables(

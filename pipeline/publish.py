@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipeline import layout, steps
+from pipeline.sql import sql_literal
 
 PAPER = "https://arxiv.org/abs/2501.04519"
 PUBLISHED_TABLES = ("trajectories", "sft", "pairs")  # per round; plus problems
@@ -108,6 +109,12 @@ def _load_params(path: Path) -> dict[str, Any]:
         raise PublishError(str(error)) from None
 
 
+def parse_rounds(text: str | None) -> list[str] | None:
+    """``"r1, r2"`` as ["r1", "r2"]; None (every round of the schedule) when empty or absent."""
+    keys = [key.strip() for key in (text or "").split(",") if key.strip()]
+    return keys or None
+
+
 def select_rounds(repo: Path, params: dict[str, Any], rounds: list[str] | None) -> list[str]:
     """The rounds to publish: ``rounds``, or every round of the params schedule; each must exist."""
     keys = list(rounds) if rounds else list((params.get("rounds") or {}).keys())
@@ -168,14 +175,14 @@ def _files(repo: Path, rounds: list[str], table: str) -> str:
     paths = [str(repo / layout.round_dir(key) / f"{table}.parquet") for key in rounds]
     return (
         "read_parquet(["
-        + ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
+        + ", ".join(sql_literal(p) for p in paths)
         + "], union_by_name = true)"
     )
 
 
 def config_queries(repo: Path, rounds: list[str]) -> dict[str, tuple[str, str, str | None]]:
     """Per config: (what it is, SQL over the inputs, the column that names its split or None)."""
-    problems = "read_parquet('" + str(repo / layout.PROBLEMS).replace("'", "''") + "')"
+    problems = f"read_parquet({sql_literal(repo / layout.PROBLEMS)})"
     trajectories, sft, pairs = (_files(repo, rounds, t) for t in PUBLISHED_TABLES)
     return {
         "problems": (
@@ -279,9 +286,8 @@ def write_configs(
                     {row[0] for row in found} | {"train"}, key=lambda s: (s != "train", s)
                 )
             for split in splits:
-                literal = "'" + str(split).replace("'", "''") + "'"
                 part = query if not split_column else (
-                    f"SELECT * FROM ({query}) WHERE {split_column} = {literal}"
+                    f"SELECT * FROM ({query}) WHERE {split_column} = {sql_literal(split)}"
                 )  # fmt: skip
                 rows, paths, out.columns = write_split(
                     con, part, folder / "data" / name, split, rows_per_shard

@@ -14,19 +14,16 @@ import duckdb
 from pipeline import ids
 from pipeline.checks.report import FAILED, MAX_EXAMPLES, PASSED, CheckResult, plain
 from pipeline.checks.rules import Check
-
-
-def _quote(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
+from pipeline.sql import sql_literal
 
 
 def connect(path: Path, problems_path: Path | None) -> duckdb.DuckDBPyConnection:
     """A connection with views ``t`` (the table), ``problems`` (when given) and the id hashes."""
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")  # stage logs stay readable
-    con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({_quote(path)})")
+    con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({sql_literal(path)})")
     if problems_path is not None:
-        con.execute(f"CREATE VIEW problems AS SELECT * FROM read_parquet({_quote(problems_path)})")
+        con.execute(f"CREATE VIEW problems AS SELECT * FROM read_parquet({sql_literal(problems_path)})")
     # The stable ids of DESIGN.md section 3, defined once in pipeline.ids.
     con.create_function("rstar_problem_id", ids.problem_id, ["VARCHAR"], "VARCHAR")
     con.create_function("rstar_root_id", ids.root_id, ["VARCHAR"], "VARCHAR")

@@ -198,7 +198,7 @@ def _attach(
 
     ``optional`` maps columns that may be absent to the SQL type of the NULL that stands in.
     """
-    files = ", ".join(_quote(f) for f in _parquet_files(source, table))
+    files = ", ".join(sql_literal(f) for f in _parquet_files(source, table))
     try:
         con.execute(
             f"CREATE VIEW {view}_file AS SELECT * FROM read_parquet([{files}], union_by_name = true)"
@@ -319,7 +319,7 @@ def _write(
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = f"{out}.{uuid.uuid4().hex}.tmp"
     try:
-        copy = f"COPY ({_sql(query)}) TO {_quote(tmp)} (FORMAT parquet)"
+        copy = f"COPY ({_sql(query)}) TO {sql_literal(tmp)} (FORMAT parquet)"
         written = con.execute(copy, params).fetchone()
         os.replace(tmp, out)
     finally:
@@ -328,9 +328,9 @@ def _write(
     return int(written[0]) if written else 0
 
 
-def _quote(text: str) -> str:
-    """A SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
+def sql_literal(text: str | os.PathLike) -> str:
+    """A SQL string literal (a path or a value), quotes escaped."""
+    return "'" + str(text).replace("'", "''") + "'"
 
 
 def _plain(value: Any) -> Any:
