@@ -152,11 +152,10 @@ def publish(
     repo: Path = typer.Option(Path("."), help="Repository root."),
 ) -> None:
     """Validate the tables, build a Hugging Face dataset folder and push it (unless --dry-run)."""
-    from pipeline.publish import run_publish_cli
+    from pipeline.publish import parse_rounds, run_publish_cli
 
-    keys = [key.strip() for key in rounds.split(",") if key.strip()] if rounds else None
     code, message = run_publish_cli(
-        repo, rounds=keys, out=out, dry_run=dry_run, repo_id=repo_id, private=private, revision=revision
+        repo, rounds=parse_rounds(rounds), out=out, dry_run=dry_run, repo_id=repo_id, private=private, revision=revision
     )
     typer.echo(message, err=code != 0)
     raise typer.Exit(code)

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.publish import PublishError, build_dataset_folder
+from pipeline.publish import PublishError, build_dataset_folder, parse_rounds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,10 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo-id", default=None, help="Hub id shown in the card's examples")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    rounds = [key.strip() for key in args.rounds.split(",") if key.strip()] if args.rounds else None
     try:
         folder = build_dataset_folder(
-            Path("."), rounds, Path(args.out), params_path=Path(args.params), repo_id=args.repo_id
+            Path("."), parse_rounds(args.rounds), Path(args.out),
+            params_path=Path(args.params), repo_id=args.repo_id,
         )
     except (PublishError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
