@@ -61,6 +61,38 @@ def test_trees_of_both_rounds_obey_the_backup_rules(smoke_repo):
     assert ppm_nodes["ppm_score"].is_not_null().any()
 
 
+def weights(folder: Path, file: str = "model.safetensors") -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(folder / file)
+
+
+def test_every_round_trains_its_policy_and_its_ppm_on_its_own_rows(smoke_repo):
+    import torch
+
+    models = smoke_repo / "data/models"
+    for round_key, start in (("r1", "warm_start"), ("r2", "r1")):
+        rounds = smoke_repo / "data/rounds" / round_key
+        sft = pl.read_parquet(rounds / "sft.parquet")
+        train_pairs = pl.read_parquet(rounds / "pairs.parquet").filter(pl.col("split") == "train")
+        assert sft.height > 0 and train_pairs.height > 0, f"{round_key}: nothing to train on"
+
+        policy = json.loads((rounds / "train_policy_metrics.json").read_text())
+        assert policy["trained"] and policy["optimizer_steps"] > 0
+        assert policy["examples"] == sft.height
+        assert policy["heldout_loss_after"] is not None  # smoke holds out 2 of its 8 problems
+        before, after = weights(models / "policy" / start), weights(models / "policy" / round_key)
+        assert any(not torch.equal(before[name], after[name]) for name in after)
+
+        ppm = json.loads((rounds / "train_ppm_metrics.json").read_text())
+        assert ppm["trained"] and ppm["train_pairs"] == train_pairs.height
+        assert ppm["train_loss_first"] != ppm["train_loss_last"]
+        # The PPM's body starts as the round's policy (whose keys say `model.`) and trains too.
+        body = weights(models / "ppm" / round_key)
+        shared = [name for name in body if f"model.{name}" in after]
+        assert shared and any(not torch.equal(after[f"model.{n}"], body[n]) for n in shared)
+
+
 def test_real_tables_pass_validation(smoke_repo):
     from pipeline.checks import validate_table
 

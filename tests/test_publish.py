@@ -1,9 +1,9 @@
 """Publishing: the Hub-ready dataset folder and the push's checks (pipeline.publish).
 
 The folder is built from the session's smoke DAG and loaded back with `datasets`, offline, and
-every config's rows are compared with the pipeline's own tables. The smoke profile yields few or
-no SFT rows and pairs, so a copy of its tables with a few valid hand-made rows shows those
-configs in TRL's columns; the same copy with a pair whose chosen step equals its rejected step
+every config's rows are compared with the pipeline's own tables. The smoke build's few pairs all
+fall on the train side, so a copy of its tables with a few valid hand-made rows (one pair held
+out) shows those configs in TRL's columns with both splits; the same copy with a pair whose chosen step equals its rejected step
 must stop the publish.
 """
 
