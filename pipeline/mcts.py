@@ -153,6 +153,10 @@ class MCTS:
         root = make_root(problem.problem_id)
         prompt = steps.build_prompt(problem.question, self.config.prompt_style)
         budget = problem.rollouts if problem.rollouts is not None else self.config.rollouts
+        if budget < 0:  # a negative counter never reaches 0: the search would never end
+            raise ValueError(
+                f"problem {problem.problem_id}: rollouts must not be negative, got {budget}"
+            )
         self.stats.nodes += 1
         return SearchTree(problem, prompt, root, rollouts_left=budget)
 
@@ -206,6 +210,10 @@ class MCTS:
             top_p=self.config.top_p,
             seed=seed,
         )
+        if len(completions) != len(prompts):  # zip would silently leave trees unexpanded
+            raise ValueError(
+                f"engine returned completions for {len(completions)} prompts, expected {len(prompts)}"
+            )
         self.stats.generation_calls += 1
         self.stats.prompts += len(prompts)
         candidates: list[_Candidate] = []
@@ -307,7 +315,13 @@ class MCTS:
         """One PPM call for prompt + partial solution of every node given."""
         texts = [steps.generation_prefix(tree.prompt, node.step_texts()) for tree, node in nodes]
         self.stats.ppm_calls += 1
-        return [float(score) for score in self.scorer.score(texts)]
+        scores = [float(score) for score in self.scorer.score(texts)]
+        if len(scores) != len(texts):
+            raise ValueError(f"PPM returned {len(scores)} scores for {len(texts)} texts")
+        for score in scores:  # DESIGN.md 2: tanh(v / 5) lies in [-1, 1]; NaN would stall UCT
+            if not -1.0 <= score <= 1.0:
+                raise ValueError(f"PPM score {score} is outside [-1, 1]")
+        return scores
 
 
 def _distinct_candidates(samples: list[Completion]) -> list[tuple[Completion, steps.ParsedStep]]:

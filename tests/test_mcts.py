@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline import ids, steps
 from pipeline.mcts import MCTS, MCTSConfig, Problem, tree_rows
 from pipeline.sandbox import Sandbox
-from pipeline.tree import Node, add_child, backup_violations, make_root, select_child
-from tests.fakes import FixedScorer, ScriptedEngine
+from pipeline.tree import Node, add_child, backup_violations, make_root, select_child, uct, walk
+from tests.fakes import FixedScorer, SampledEngine, ScriptedEngine
 
 ANSWER_12 = "<answer>The answer is \\boxed{12}<end_of_answer>"
 ANSWER_14 = "<answer>The answer is \\boxed{14}<end_of_answer>"
@@ -168,3 +169,303 @@ def test_backup_check_catches_a_corrupted_tree(sandbox):
     rows[0]["visits"] += 1
     problems = backup_violations(rows)
     assert len(problems) == 1 and "visits=4" in problems[0]
+
+
+# --------------------------------------------------------------------------- hand-worked trees
+#
+# Each table below is one whole search worked out by hand from DESIGN.md section 2; every row is
+# (label, depth, child_index, visits, value_sum, is_terminal, terminal_kind, correct, ppm_score,
+# is_error) in pre-order, and q must be value_sum / visits (0 when unvisited).
+
+ERROR_STEP = "x = 1 / 0\n<end_of_step>"  # A: a code error below the root
+GOOD_STEP = "x = 6\n<end_of_step>"  # B
+PRINT_STEP = "print(x * 2)\n<end_of_code>"  # B1: closes the code block, prints 12
+LABELS = {
+    "": "root",
+    ERROR_STEP + "\n": "A",
+    "y = x\n<end_of_step>\n": "A1",
+    ANSWER_5: "A2",
+    GOOD_STEP + "\n": "B",
+    PRINT_STEP + "\n<output>12<end_of_output>\n": "B1",
+    ANSWER_12: "B1a",
+    ANSWER_14: "B2",
+}
+
+
+def error_then_answer_script(partial: str) -> list[str]:
+    """root -> A (1 / 0), B (x = 6); A -> A1 (errors again), A2 (5, wrong);
+    B -> B1 (prints 12), B2 (14, wrong); B1 -> B1a (12, right)."""
+    if partial == "":
+        return [ERROR_STEP, GOOD_STEP]
+    if partial == ERROR_STEP + "\n":
+        return ["y = x\n<end_of_step>", ANSWER_5]
+    if partial == GOOD_STEP + "\n":
+        return [PRINT_STEP, ANSWER_14]
+    return [ANSWER_12]
+
+
+def search_table(sandbox, script, scorer=None, **config) -> list[tuple]:
+    """Run one problem (truth 12) and return its nodes table as labelled tuples."""
+    search = MCTS(ScriptedEngine(script), sandbox, MCTSConfig(**config), scorer=scorer)
+    (tree,) = search.search([Problem("p1", "What is 6 * 2?", "12")])
+    rows = tree_rows([tree], round_=1)
+    assert backup_violations(rows) == []
+    check_ids_and_statistics(rows)
+    return [
+        (
+            LABELS[row["step_text"]], row["depth"], row["child_index"], row["visits"],
+            row["value_sum"], row["is_terminal"], row["terminal_kind"], row["correct"],
+            row["ppm_score"], row["is_error"],
+        )
+        for row in rows
+    ]  # fmt: skip
+
+
+def check_ids_and_statistics(rows: list[dict]) -> None:
+    """Content ids, parent links, q and tokens as the `nodes` contract states (DESIGN.md 3)."""
+    by_id = {row["node_id"]: row for row in rows}
+    root = rows[0]
+    assert (root["node_id"], root["parent_id"], root["tokens"]) == (ids.root_id("p1"), None, 0)
+    for row in rows[1:]:
+        assert row["node_id"] == ids.node_id(row["parent_id"], row["step_text"])
+        assert row["depth"] == by_id[row["parent_id"]]["depth"] + 1
+        # ScriptedEngine counts a completion's whitespace-separated words as its tokens.
+        generated = row["step_text"].split("\n<output>")[0].removesuffix("\n")
+        assert row["tokens"] == len(generated.split())
+    for row in rows:
+        assert row["q"] == (row["value_sum"] / row["visits"] if row["visits"] else 0.0)
+
+
+def test_hand_worked_search_error_branch_then_correct_answer(sandbox):
+    # rollouts 2, children 2, errors_threshold 2, max_depth 3, c = 2, truth 12.
+    # Rollout 1: root expands to A (ZeroDivisionError, 1 consecutive error) and B; both have
+    #   N = 0, so UCT is Q = 0 for both and the tie goes to A. A expands: A1's program still
+    #   divides by zero (2 consecutive errors = threshold): too_many_errors, update(-1) on A1
+    #   only. A2 answers 5, wrong: A2, A and root each get N += 1, W -= 1. A's children are all
+    #   terminal, so A turns terminal (terminal_kind stays null); the rollout ends.
+    # Rollout 2: B is root's only non-terminal child. B expands: B1 closes the code block and
+    #   gets <output>12<end_of_output>; B2 answers 14, wrong (B2, B, root: -1). B1 is selected
+    #   and expands to B1a at depth 3 <= max_depth: 12 is right (B1a, B1, B, root: +1).
+    table = search_table(
+        sandbox, error_then_answer_script, rollouts=2, n_children=2, max_depth=3, errors_threshold=2
+    )
+    assert table == [
+        ("root", 0, 0, 3, -1.0, True, None, None, None, False),
+        ("A", 1, 0, 1, -1.0, True, None, None, None, True),
+        ("A1", 2, 0, 1, -1.0, True, "too_many_errors", None, None, True),
+        ("A2", 2, 1, 1, -1.0, True, "answer", False, None, False),
+        ("B", 1, 1, 2, 0.0, True, None, None, None, False),
+        ("B1", 2, 0, 1, 1.0, True, None, None, None, False),
+        ("B1a", 3, 0, 1, 1.0, True, "answer", True, None, False),
+        ("B2", 2, 1, 1, -1.0, True, "answer", False, None, False),
+    ]
+
+
+def test_hand_worked_search_answer_below_max_depth_is_too_deep(sandbox):
+    # The same search with max_depth 2: B1a sits at depth 3 > 2, so it is terminal too_deep
+    # with update(-1) on itself only and is never graded; B1 gets nothing backed up (N = 0,
+    # Q = 0) and the root only sees the two wrong answers: N = 2, W = -2.
+    table = search_table(
+        sandbox, error_then_answer_script, rollouts=2, n_children=2, max_depth=2, errors_threshold=2
+    )
+    assert table == [
+        ("root", 0, 0, 2, -2.0, True, None, None, None, False),
+        ("A", 1, 0, 1, -1.0, True, None, None, None, True),
+        ("A1", 2, 0, 1, -1.0, True, "too_many_errors", None, None, True),
+        ("A2", 2, 1, 1, -1.0, True, "answer", False, None, False),
+        ("B", 1, 1, 1, -1.0, True, None, None, None, False),
+        ("B1", 2, 0, 0, 0.0, True, None, None, None, False),
+        ("B1a", 3, 0, 1, -1.0, True, "too_deep", None, None, False),
+        ("B2", 2, 1, 1, -1.0, True, "answer", False, None, False),
+    ]
+
+
+def test_hand_worked_ppm_augmented_search(sandbox):
+    # The first search with a PPM that scores every prefix 0.5. New non-terminal children (A, B,
+    # B1) get update(0.5) once; terminals (A1, A2, B1a, B2) are never scored.
+    # Rollout 1: A and B both have Q = 0.5, root N = 0 (no exploration term): tie, A. A2 wrong:
+    #   A (2, 0.5 - 1), root (1, -1). Rollout 2: B; B2 wrong: B (2, -0.5), root (2, -2); B1
+    #   (1, 0.5); B1a right: B1 (2, 1.5), B (3, 0.5), root (3, -1).
+    table = search_table(
+        sandbox, error_then_answer_script, scorer=FixedScorer(0.5),
+        rollouts=2, n_children=2, max_depth=3, errors_threshold=2,
+    )  # fmt: skip
+    assert table == [
+        ("root", 0, 0, 3, -1.0, True, None, None, None, False),
+        ("A", 1, 0, 2, -0.5, True, None, None, 0.5, True),
+        ("A1", 2, 0, 1, -1.0, True, "too_many_errors", None, None, True),
+        ("A2", 2, 1, 1, -1.0, True, "answer", False, None, False),
+        ("B", 1, 1, 3, 0.5, True, None, None, 0.5, False),
+        ("B1", 2, 0, 2, 1.5, True, None, None, 0.5, False),
+        ("B1a", 3, 0, 1, 1.0, True, "answer", True, None, False),
+        ("B2", 2, 1, 1, -1.0, True, "answer", False, None, False),
+    ]
+
+
+def test_hand_worked_error_that_closes_the_code_block(sandbox):
+    # root -> A (print(1 / 0) <end_of_code>), B (print(6 * 2) <end_of_code>); rollouts 2,
+    # children 2. Both close the code block, so both carry their observation as an output
+    # block, the error text included. A's two samples are the same answer 14: one child, wrong
+    # (A, root: -1). B's samples are 12 then 14: both reached <end_of_answer>, only the first
+    # (12, right) is kept (B, root: +1). Root: N = 2, W = 0.
+    def script(partial):
+        if partial == "":
+            return ["print(1 / 0)\n<end_of_code>", "print(6 * 2)\n<end_of_code>"]
+        return [ANSWER_14] if "ZeroDivisionError" in partial else [ANSWER_12, ANSWER_14]
+
+    search = MCTS(ScriptedEngine(script), sandbox, MCTSConfig(rollouts=2, n_children=2))
+    (tree,) = search.search([Problem("p1", "What is 6 * 2?", "12")])
+    a, b = tree.root.children
+    assert a.step_text == (
+        "print(1 / 0)\n<end_of_code>\n<output>ZeroDivisionError: division by zero<end_of_output>\n"
+    )
+    assert (a.is_error, a.consecutive_errors, a.terminal_kind) == (True, 1, None)
+    assert b.step_text == "print(6 * 2)\n<end_of_code>\n<output>12<end_of_output>\n"
+    assert [(c.step_text, c.correct) for c in a.children] == [(ANSWER_14, False)]
+    assert [(c.step_text, c.correct) for c in b.children] == [(ANSWER_12, True)]
+    stats = [(n.visits, n.value_sum) for n in (tree.root, a, a.children[0], b, b.children[0])]
+    assert stats == [(2, 0.0), (1, -1.0), (1, -1.0), (1, 1.0), (1, 1.0)]
+    assert backup_violations(tree_rows([tree], round_=1)) == []
+
+
+def test_unvisited_child_gets_no_exploration_bonus():
+    # Root N = 3; A was visited once with a wrong answer, B never: UCT(A) = -1 + 2 * sqrt(ln 3)
+    # = 1.096 beats UCT(B) = Q = 0, since an unvisited child has no exploration term.
+    parent = make_root("p")
+    a, b = add_child(parent, "a"), add_child(parent, "b")
+    parent.visits, parent.value_sum = 3, -1.0
+    a.visits, a.value_sum = 1, -1.0
+    assert uct(a, 3, 2.0) == pytest.approx(1.0963, abs=1e-4)
+    assert select_child(parent, c_puct=2.0) is a
+    # PPM-initialised children under a parent with N = 0: no exploration, Q alone decides.
+    parent.visits, parent.value_sum = 0, 0.0
+    a.visits, a.value_sum = 1, 0.3
+    b.visits, b.value_sum = 1, 0.6
+    assert uct(b, 0, 2.0) == 0.6 and select_child(parent, c_puct=2.0) is b
+
+
+# --------------------------------------------------------------------------- prompts and seeds
+
+
+def test_few_shot_prompt_style_searches_the_asked_question(sandbox):
+    engine = ScriptedEngine(two_branch_script)
+    scorer = FixedScorer(0.0)
+    config = MCTSConfig(rollouts=5, n_children=3, prompt_style="few_shot")
+    (tree,) = MCTS(engine, sandbox, config, scorer=scorer).search([Problem("p1", "What is 6 * 2?", "12")])
+    # The prompt holds the instruction and worked examples, then the question; the search
+    # continues after the question, so the tree is the one of the SFT prompt (root: +1 -1 -1).
+    assert all(p.startswith(steps.INSTRUCTION.format()) for call in engine.calls for p in call)
+    assert all("Question: What is 6 * 2?\n" in text for text in scorer.texts)
+    assert (tree.root.visits, tree.root.value_sum) == (3, -1.0)
+    assert sorted(n.final_answer for n in walk(tree.root) if n.terminal_kind == "answer") == [
+        "12", "14", "5",
+    ]  # fmt: skip
+
+
+def choice_script(partial: str) -> list[str]:
+    """Many different first steps, each followed by the right answer."""
+    if partial == "":
+        return [f"a = {value}\n<end_of_step>" for value in range(10)] + [ANSWER_14]
+    return [ANSWER_12]
+
+
+def test_search_is_deterministic_given_the_seed(sandbox):
+    def run(seed: int | None, config_seed: int = 0) -> list[dict]:
+        config = MCTSConfig(rollouts=3, n_children=3, seed=config_seed)
+        search = MCTS(SampledEngine(choice_script), sandbox, config)
+        return tree_rows(search.search([Problem("p1", "q", "12")], seed=seed), round_=1)
+
+    first = run(seed=1)
+    assert run(seed=1) == first
+    assert run(seed=None, config_seed=1) == first  # no seed given: mcts.seed is used
+    # Another seed samples other first steps (11 choices, 3 samples): other node ids.
+    assert {r["node_id"] for r in run(seed=2)} != {r["node_id"] for r in first}
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_negative_per_problem_rollouts_is_an_error(sandbox):
+    search = MCTS(ScriptedEngine(lambda partial: [ANSWER_12]), sandbox, MCTSConfig())
+    with pytest.raises(ValueError, match="problem p1: rollouts must not be negative, got -1"):
+        search.search([Problem("p1", "q", "12", rollouts=-1)])
+
+
+def test_engine_that_loses_prompts_is_an_error(sandbox):
+    class LosingEngine(ScriptedEngine):
+        def generate(self, prompts, n=1, **options):
+            return super().generate(prompts, n, **options)[:-1]
+
+    search = MCTS(LosingEngine(lambda partial: [ANSWER_12]), sandbox, MCTSConfig())
+    with pytest.raises(ValueError, match="completions for 0 prompts, expected 1"):
+        search.search([Problem("p1", "q", "12")])
+
+
+@pytest.mark.parametrize("score", [1.5, float("nan")])
+def test_ppm_score_outside_its_range_is_an_error(sandbox, score):
+    search = MCTS(ScriptedEngine(two_branch_script), sandbox, MCTSConfig(), scorer=FixedScorer(score))
+    with pytest.raises(ValueError, match="outside \\[-1, 1\\]"):
+        search.search([Problem("p1", "q", "12")])
+
+
+# --------------------------------------------------------------------------- backup check
+
+
+def test_backup_check_keeps_rounds_apart(sandbox):
+    # The same problem searched in two rounds gives the same node ids (root id and step texts
+    # repeat) with different statistics; a table of both rounds is still consistent.
+    problem = Problem("p1", "What is 6 * 2?", "12")
+    plain = MCTS(ScriptedEngine(two_branch_script), sandbox, MCTSConfig(rollouts=5, n_children=3))
+    scored = MCTS(
+        ScriptedEngine(two_branch_script), sandbox, MCTSConfig(rollouts=5, n_children=3),
+        scorer=FixedScorer(0.25),
+    )  # fmt: skip
+    rows = tree_rows(plain.search([problem]), round_=1) + tree_rows(scored.search([problem]), round_=2)
+    assert rows[0]["node_id"] == rows[len(rows) // 2]["node_id"]
+    assert backup_violations(rows) == []
+
+
+def test_backup_check_reports_q_and_missing_parents(sandbox):
+    search = MCTS(ScriptedEngine(two_branch_script), sandbox, MCTSConfig(rollouts=5, n_children=3))
+    rows = tree_rows(search.search([Problem("p1", "What is 6 * 2?", "12")]), round_=1)
+    rows[0]["q"] = 0.5  # root: W / N = -1 / 3
+    (problem,) = backup_violations(rows)
+    assert "q=0.5 but value_sum / visits = -0.3333" in problem
+    # Without the root, the answers below A (12), B (14) and C (5, C itself) each stop at a
+    # missing parent: one readable line each, not a KeyError; the remaining nodes' own counts
+    # still follow from their subtrees, so nothing else is reported.
+    orphaned = backup_violations(rows[1:])
+    missing = [line for line in orphaned if "is not in the table" in line]
+    assert len(missing) == 3 and all(rows[0]["node_id"] in line for line in missing)
+    assert len(orphaned) == 3
+
+
+def test_backup_check_accepts_evaluation_trees_that_back_up_ppm_scores(sandbox):
+    # terminal_reward="ppm": an answer backs up its PPM score instead of +1 / -1 (the rule of
+    # the nodes check in pipeline.checks.rules).
+    search = MCTS(
+        ScriptedEngine(two_branch_script), sandbox, MCTSConfig(rollouts=5, n_children=3),
+        scorer=FixedScorer(0.25), terminal_reward="ppm",
+    )  # fmt: skip
+    (tree,) = search.search([Problem("p1", "What is 6 * 2?", "12")])
+    # Root: three answers back up 0.25 each.
+    assert (tree.root.visits, tree.root.value_sum) == (3, 0.75)
+    assert backup_violations(tree_rows([tree], round_=0)) == []
+
+
+def test_batched_trees_match_trees_searched_alone(sandbox):
+    # A batch advances all trees together; each keeps its own rollout budget, truth and
+    # statistics. p2 (truth 14, one rollout) stops after rollout 1 of the hand-worked search
+    # above: root (1, -1), A exhausted, B still open and unvisited.
+    config = MCTSConfig(rollouts=2, n_children=2, max_depth=3, errors_threshold=2)
+    problems = [Problem("p1", "What is 6 * 2?", "12"), Problem("p2", "What is 7 * 2?", "14", rollouts=1)]
+
+    def rows(batch):
+        return tree_rows(MCTS(ScriptedEngine(error_then_answer_script), sandbox, config).search(batch), 1)
+
+    together = rows(problems)
+    assert together == rows(problems[:1]) + rows(problems[1:])
+    p2 = {LABELS[row["step_text"]]: row for row in together if row["problem_id"] == "p2"}
+    assert sorted(p2) == ["A", "A1", "A2", "B", "root"]
+    assert (p2["root"]["visits"], p2["root"]["value_sum"], p2["root"]["is_terminal"]) == (1, -1.0, False)
+    assert (p2["B"]["visits"], p2["B"]["is_terminal"], p2["A"]["is_terminal"]) == (0, False, True)
