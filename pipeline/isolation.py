@@ -16,14 +16,15 @@ Which layer stops what (the sandbox stacks all that the kernel offers):
 - uid drop (when started as root): the code runs as ``nobody`` (65534), not as root.
 - rlimits: address space, CPU seconds, processes, file size (caps captured output too), open
   files, no core dumps.
-- no_new_privs + Landlock: the filesystem is read-only except the private temp folder and
-  ``/dev/null``; TCP bind/connect denied (ABI >= 4); signals and abstract unix sockets scoped
-  to the run (ABI >= 6), so ``kill`` cannot reach the worker, the caller or anything else.
+- no_new_privs + Landlock: only the Python installation and system libraries can be read
+  (not the home folder, ``/etc``, ``/tmp`` or ``/proc``), only the private temp folder and
+  ``/dev/null`` can be written, no file can be executed (no ``sh``, no ``rm``); TCP
+  bind/connect denied (ABI >= 4); signals and abstract unix sockets scoped to the run
+  (ABI >= 6), so ``kill`` cannot reach the worker, the caller or anything else.
 - capabilities dropped: nothing privileged is left even inside the namespaces.
 
-Left open on purpose or by the kernel: reading files (the design allows it; keep secrets out
-of reach of the user that runs the pipeline), and, below Landlock ABI 9, connecting to unix
-sockets that live on the filesystem with permissions open to everyone.
+Left open by the kernel: below Landlock ABI 9, connecting to unix sockets that live in a
+readable folder with permissions open to everyone.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import os
 import resource
 import signal
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 CLONE_NEWNS = 0x00020000
@@ -294,10 +296,15 @@ def _add_path_rule(ruleset_fd: int, path: str, access: int) -> None:
         os.close(fd)
 
 
-def apply_landlock(writable_dir: str, abi: int) -> dict[str, bool]:
-    """Read-only filesystem except ``writable_dir`` and /dev/null; no TCP; scoped signals.
+def apply_landlock(writable_dir: str, abi: int, readable: Sequence[str]) -> dict[str, bool]:
+    """Read only ``readable`` (folders and files), write only ``writable_dir`` and /dev/null,
+    execute nothing; no TCP; scoped signals.
 
-    Needs no_new_privs set first. Returns which parts the ABI allowed, for the report.
+    Step code needs to read Python and the libraries it imports, nothing else: the home folder
+    or ``/proc/<pid>/environ`` may hold tokens. Mapping shared libraries needs no execute right
+    (Landlock checks it on ``execve`` only), so denying it stops ``sh``/``rm``/``python`` from
+    being started while imports keep working. Needs no_new_privs set first. Returns which parts
+    the ABI allowed, for the report.
     """
     if abi < 1:
         raise OSError(38, "Landlock is not available")
@@ -322,7 +329,12 @@ def apply_landlock(writable_dir: str, abi: int) -> dict[str, bool]:
         "landlock_create_ruleset",
     )
     try:
-        _add_path_rule(ruleset_fd, "/", FS_EXECUTE | FS_READ_FILE | FS_READ_DIR)
+        for path in readable:
+            folder = os.path.isdir(path)
+            try:
+                _add_path_rule(ruleset_fd, path, FS_READ_FILE | (FS_READ_DIR if folder else 0))
+            except OSError:  # e.g. gone, or out of reach of 'nobody': it stays unreadable
+                pass
         dev_null = FS_READ_FILE | FS_WRITE_FILE | (handled & (FS_TRUNCATE | FS_IOCTL_DEV))
         _add_path_rule(ruleset_fd, "/dev/null", dev_null)
         _add_path_rule(ruleset_fd, writable_dir, handled & ~FS_EXECUTE)

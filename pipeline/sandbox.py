@@ -10,15 +10,17 @@ confines itself before it runs the code.
 Layers, strongest first (details and what each one stops: :mod:`pipeline.isolation`; process
 tree: :mod:`pipeline.sandbox_worker`): pid, network, mount and ipc namespaces per run; a
 per-run user namespace; uid 65534 when started as root; rlimits on memory, CPU, processes,
-file size and open files; no_new_privs and Landlock (read-only filesystem except a private
-temp folder, no TCP, signals scoped to the run); no capabilities. A layer the kernel does not
-offer is reported by :func:`isolation_report` and warned about once; the rest still apply.
-Reading files is allowed on purpose: the code only needs to be kept from changing or reaching
-anything, and secrets should not live where the pipeline runs.
+file size and open files; no_new_privs and Landlock (reads limited to Python and system
+libraries, writes to a private temp folder, no program can be executed, no TCP, signals
+scoped to the run); no capabilities; an audit hook that refuses to start processes. The
+code sees a small environment (no ``HF_TOKEN``), not the caller's home folder, files or
+network. A layer the kernel does not offer is reported by :func:`isolation_report` and
+warned about once; the rest still apply.
 
 Every failure of the code comes back as ``ExecResult.error``, the last line of a traceback
 (``"ZeroDivisionError: division by zero"``), or ``"TimeoutError: ..."``, ``"SystemExit: 3"``,
-``"ProcessExit: exit code 1"``, ``"Killed: signal 9 (SIGKILL)"``, ``"OutputLimitError: ..."``.
+``"ProcessExit: exit code 1"``, ``"Killed: signal 9 (SIGKILL)"``, ``"OutputLimitError: ..."``,
+``"PermissionError: [Errno 1] step code may not start processes (os.system)"``.
 The pool itself survives: a worker that dies is replaced before the next run.
 """
 
@@ -48,6 +50,7 @@ from pipeline.sandbox_worker import recv_message, send_message
 
 STARTUP_TIMEOUT_S = 120.0  # importing sympy on a busy 2-core machine
 REPLY_GRACE_S = 10.0  # beyond the run's timeout before the pool gives up on a worker
+MAX_TIMEOUT_S = 86400.0  # poll() and select() overflow near 25 days; a step never needs a day
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 _warned: set[str] = set()
 
@@ -176,6 +179,13 @@ def _check_positive(name: str, value: object, integer: bool) -> None:
         raise ValueError(f"Sandbox: {name} must be {expected}, got {value!r}")
 
 
+def _check_timeout(value: object) -> float:
+    _check_positive("timeout_s", value, integer=False)
+    if value > MAX_TIMEOUT_S:  # type: ignore[operator]
+        raise ValueError(f"Sandbox: timeout_s must be at most {MAX_TIMEOUT_S:g} s, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
 def _warn_missing(layers: dict[str, bool | str]) -> None:
     for name, status in layers.items():
         if status is False and name not in _warned:
@@ -202,9 +212,8 @@ class Sandbox:
         if workers is None:
             workers = min(4, os.cpu_count() or 1)
         _check_positive("workers", workers, integer=True)
-        _check_positive("timeout_s", timeout_s, integer=False)
         _check_positive("memory_mb", memory_mb, integer=True)
-        self.workers, self.timeout_s, self.memory_mb = workers, float(timeout_s), memory_mb
+        self.workers, self.timeout_s, self.memory_mb = workers, _check_timeout(timeout_s), memory_mb
         self._base_dir = _make_base_dir()
         self._pool = [_Worker(self._base_dir, memory_mb) for _ in range(workers)]
         self._finalizer = weakref.finalize(self, _shutdown, self._pool, self._base_dir)
@@ -233,13 +242,10 @@ class Sandbox:
         """Run one program in a fresh namespace on a free worker (blocks until one is free)."""
         if not isinstance(code, str):
             raise TypeError(f"Sandbox.run: code must be a str, got {type(code).__name__}")
-        if timeout_s is None:
-            timeout_s = self.timeout_s
-        else:
-            _check_positive("timeout_s", timeout_s, integer=False)
+        timeout_s = self.timeout_s if timeout_s is None else _check_timeout(timeout_s)
         worker = self._take_worker()
         try:
-            return self._run_on(worker, code, float(timeout_s))
+            return self._run_on(worker, code, timeout_s)
         finally:
             self._idle.put(worker)
 

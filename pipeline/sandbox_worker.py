@@ -103,6 +103,7 @@ class Plan:
     landlock_abi: int = 0
     drop_uid: bool = False  # we are root and uid 65534 exists in our user namespace
     keep_read_search: bool = False  # ...and Python lives where 'nobody' cannot read
+    readable: tuple[str, ...] = ()  # what Landlock lets the code read (readable_paths)
     required: set[str] = field(default_factory=set)
 
 
@@ -180,7 +181,7 @@ def confine(plan: Plan, run_dir: str, memory_mb: int, timeout_s: float) -> dict[
     attempt("rlimits", lambda: isolation.set_rlimits(limits))
     if attempt("no_new_privs", isolation.set_no_new_privs) and plan.landlock_abi:
         try:
-            layers.update(isolation.apply_landlock(run_dir, plan.landlock_abi))
+            layers.update(isolation.apply_landlock(run_dir, plan.landlock_abi, plan.readable))
             layers["landlock"] = True
         except OSError as exc:
             layers["landlock"] = False
@@ -201,12 +202,25 @@ def _redirect(out_fd: int, err_fd: int, result_fd: int) -> int:
     return 3
 
 
-def _refuse_group_signals(event: str, args: tuple[Any, ...]) -> None:
-    """Audit hook: ``kill(0 | -1 | -pgid)`` and ``killpg(0)`` fail loudly instead of silently.
+# Audit events of everything that starts a process or a program. multiprocessing's 'spawn'
+# and 'forkserver' go through _posixsubprocess without an event; Landlock's execute denial
+# stops those (isolation.apply_landlock).
+_PROCESS_EVENTS = frozenset(
+    {"os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn"}
+    | {"subprocess.Popen", "pty.spawn"}
+)
 
-    Not a boundary (ctypes can bypass it): the pid namespace and Landlock's signal scope are.
-    It turns "kill my parent / everyone" into a clear error rather than a run that 'worked'.
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    """Audit hook: refuse, with a clear error, what step code has no business doing.
+
+    Not a boundary (ctypes can bypass it): the pid namespace, rlimits and Landlock are. It
+    turns ``os.system('rm -rf ~')``, a fork bomb or ``kill(0 | -1 | -pgid)`` into a recorded
+    error (DESIGN.md section 2: a failed step is penalised) rather than a run that 'worked'
+    (``os.system`` only returns an exit status) or one that hits the process limit late.
     """
+    if event in _PROCESS_EVENTS:
+        raise PermissionError(errno.EPERM, f"step code may not start processes ({event})")
     if event in ("os.kill", "os.killpg") and isinstance(args[0], int) and args[0] <= 0:
         raise PermissionError(errno.EPERM, "the sandbox refuses signals to process groups")
 
@@ -226,7 +240,7 @@ def execute(code: str) -> str | None:
     sys.stderr = sys.__stderr__ = open(2, "w", **text)  # noqa: SIM115
     sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
     streams = (sys.stdout, sys.stderr)
-    sys.addaudithook(_refuse_group_signals)
+    sys.addaudithook(_audit)
     error = None
     try:
         program = compile(code, "<step>", "exec")
@@ -312,7 +326,7 @@ class Zygote:
     def __init__(self, base_dir: str, memory_mb: int, worker_namespaces: bool) -> None:
         self.base_dir = base_dir
         self.memory_mb = memory_mb
-        self.plan = Plan(landlock_abi=isolation.landlock_abi())
+        self.plan = Plan(landlock_abi=isolation.landlock_abi(), readable=readable_paths())
         self._own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         try:  # can we give each run its own pid namespace and come back?
             isolation.unshare(isolation.CLONE_NEWPID)
@@ -475,11 +489,38 @@ def _python_paths() -> list[str]:
         os.path.dirname(os.__file__),
         os.path.dirname(os.path.dirname(os.path.abspath(isolation.__file__))),
     ]
-    for name in ("numpy", "sympy"):
+    for name in ("numpy", "sympy", "mpmath"):
         spec = find_spec(name)
         if spec is not None and spec.origin:
             paths.append(os.path.dirname(os.path.dirname(spec.origin)))
     return paths
+
+
+# Read-only for step code besides Python itself: system libraries (numpy's and sqlite's
+# shared objects and their dependencies), the loader's cache and a few harmless devices.
+_SYSTEM_READABLE = ("/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin")
+_SYSTEM_READABLE += ("/etc/ld.so.cache", "/etc/localtime", "/dev/zero", "/dev/urandom")
+
+
+def readable_paths() -> tuple[str, ...]:
+    """What a run may read: the interpreter and its packages, system libraries, and no more.
+
+    Not the caller's home folder, ``/tmp``, ``/etc`` or ``/proc``: they hold tokens and keys
+    that model-written code must never see. Not the repository either (data, configs), only
+    the ``pipeline`` package that a run itself is made of.
+    """
+    import site
+
+    interpreter, stdlib, _repository, *packages = _python_paths()
+    python = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    python += [os.path.dirname(interpreter), stdlib, *packages, *site.getsitepackages()]
+    python.append(os.path.dirname(os.path.abspath(isolation.__file__)))  # pipeline/
+    found: dict[str, None] = {}
+    for path in (*python, *_SYSTEM_READABLE):
+        real = os.path.realpath(path)
+        if os.path.exists(real):
+            found.setdefault(real)
+    return tuple(found)
 
 
 def _read_capped(fd: int) -> tuple[str, bool]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import steps
 from pipeline.sandbox import ExecResult, Sandbox, isolation_report
 
 TIMEOUT_S = 2.0
@@ -35,18 +36,6 @@ def needs_any(sb: Sandbox, *layers: str) -> None:
 
 def assert_pool_works(sb: Sandbox) -> None:
     assert sb.run("print(6 * 7)").stdout == "42\n"
-
-
-def processes_matching(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
 
 
 def descendants(pid: int) -> set[int]:
@@ -89,10 +78,9 @@ def test_prints_exact_sympy_result(sandbox):
         ("import math\nprint(math.comb(10, 3))", "120\n"),
         ("try:\n    1 / 0\nexcept ZeroDivisionError:\n    print('caught')", "caught\n"),
         ("def f(n):\n    return 1 if n < 2 else n * f(n - 1)\nprint(f(10))", "3628800\n"),
-        (
-            "import subprocess\nprint(subprocess.run(['echo', 'hi'], capture_output=True).stdout)",
-            "b'hi\\n'\n",
-        ),
+        # imported for the first time inside the run: Python's files stay readable
+        ("from sympy.stats import Die, E\nprint(E(Die('X', 6)))", "7/2\n"),  # (1+...+6)/6
+        ("import unicodedata\nprint(unicodedata.numeric('½'))", "0.5\n"),  # a C extension
     ],
 )
 def test_normal_step_code_works(sandbox, code, stdout):
@@ -101,9 +89,21 @@ def test_normal_step_code_works(sandbox, code, stdout):
 
 
 def test_each_run_starts_from_a_fresh_namespace(sandbox):
-    assert sandbox.run("x = 41\nimport math\nmath.pi = 3").error is None
+    tamper = "x = 41\nimport math, builtins\nmath.pi = 3\nbuiltins.print = None\ndel __builtins__"
+    assert sandbox.run(tamper).error is None
     assert sandbox.run("print(x)").error == "NameError: name 'x' is not defined"
     assert sandbox.run("import math\nprint(math.pi)").stdout == "3.141592653589793\n"
+
+
+def test_a_step_sees_the_state_its_ancestors_built(sandbox):
+    # DESIGN.md section 2: a step runs after its ancestors' code; their prints stay in the
+    # observation. Step 1 prints 24 (48 / 2), step 2 prints 72 (48 + 24).
+    codes = [
+        "clips = 48 // 2\nprint(clips)",
+        "from sympy import Integer\nprint(Integer(48) + clips)",
+    ]
+    result = sandbox.run(steps.program(codes))
+    assert (result.error, result.stdout) == (None, "24\n72\n")
 
 
 def test_the_code_can_use_its_private_temp_folder(sandbox):
@@ -175,6 +175,42 @@ def test_hostile_code_is_an_error_and_the_pool_survives(sandbox, name):
     assert_pool_works(sandbox)
 
 
+@pytest.mark.parametrize(
+    "code",
+    [
+        "while True:\n    try:\n        while True:\n            pass\n    except BaseException:\n"
+        "        pass",  # swallows whatever the timeout might raise
+        "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nsignal.alarm(0)\n"
+        "while True:\n    pass",
+        "import sympy\nprint(sympy.factorint(2**400 + 1))",  # C-heavy, minutes of work
+        "import sys\nsys.setrecursionlimit(10**9)\ndef f(n):\n    return f(n + 1)\nf(0)",
+    ],
+)
+def test_the_timeout_cannot_be_dodged(sandbox, code):
+    started = time.monotonic()
+    result = sandbox.run(code, timeout_s=0.5)
+    assert result.error is not None
+    assert time.monotonic() - started < 0.5 + SLACK_S
+    assert_pool_works(sandbox)
+
+
+def test_closing_the_standard_streams_is_an_error_not_a_crash(sandbox):
+    result = sandbox.run("import os\nfor fd in (0, 1, 2):\n    os.close(fd)\nprint('lost')")
+    assert result.error == "OSError: [Errno 9] Bad file descriptor"
+    assert_pool_works(sandbox)
+
+
+def test_a_thread_left_running_does_not_leak_into_the_next_step(sandbox):
+    code = (
+        "import threading, time\n"
+        "def chatter():\n    while True:\n        print('late')\n        time.sleep(0.01)\n"
+        "threading.Thread(target=chatter).start()\ntime.sleep(0.05)"
+    )
+    assert sandbox.run(code).error is None
+    time.sleep(0.1)
+    assert [sandbox.run("print(1)").stdout for _ in range(4)] == ["1\n"] * 4
+
+
 def test_timeouts_say_so(sandbox):
     result = sandbox.run("while True:\n    pass")
     assert result.timed_out
@@ -186,6 +222,8 @@ def test_a_run_can_have_its_own_timeout(sandbox):
     result = sandbox.run("import time\ntime.sleep(30)", timeout_s=0.5)
     assert result.timed_out and not result.ok
     assert time.monotonic() - started < 0.5 + SLACK_S
+    with pytest.raises(ValueError, match="timeout_s"):
+        sandbox.run("print(1)", timeout_s=1e9)
 
 
 def test_large_output_is_capped(sandbox):
@@ -236,21 +274,81 @@ def test_signals_cannot_reach_this_process_or_the_workers(sandbox):
     assert_pool_works(sandbox)
 
 
+@pytest.mark.parametrize(
+    ("code", "event"),
+    [
+        ("import os\nos.system('rm -rf ~')", "os.system"),
+        ("import subprocess\nsubprocess.Popen(['sleep', '100'])", "subprocess.Popen"),
+        ("import os\nwhile True:\n    os.fork()", "os.fork"),
+        ("import multiprocessing as mp\nmp.Process(target=print).start()", "os.fork"),
+        ("import os\nos.execv('/bin/sh', ['sh'])", "os.exec"),
+    ],
+)
+def test_starting_a_process_is_a_recorded_error(sandbox, code, event):
+    # os.system only returns an exit status: without the refusal 'rm -rf ~' was a clean step
+    result = sandbox.run(code)
+    assert result.error == f"PermissionError: [Errno 1] step code may not start processes ({event})"
+    assert_pool_works(sandbox)
+
+
+def test_no_program_can_be_executed_even_past_the_audit_hook(sandbox, tmp_path):
+    needs_any(sandbox, "landlock_filesystem")
+    # libc's system() skips Python's audit events; the shell's exec fails, so the forked
+    # child exits 127 and system() returns 127 << 8 = 32512 (7 << 8 = 1792 had sh run).
+    victim = tmp_path / "keep.txt"
+    victim.write_text("mine")
+    code = f"import ctypes\nprint(ctypes.CDLL(None).system(b'rm -rf {tmp_path}; exit 7'))"
+    assert sandbox.run(code).stdout == "32512\n"
+    assert victim.read_text() == "mine"
+
+
+def test_files_outside_python_cannot_be_read(sandbox, tmp_path):
+    needs_any(sandbox, "landlock_filesystem")
+    secret = tmp_path / "token.txt"
+    secret.write_text("hf_secret_value")
+    targets = [secret, Path("/etc/passwd"), Path.home() / ".bashrc", REPO / "params.yaml"]
+    for target in targets:
+        result = sandbox.run(f"print(open({str(target)!r}).read())")
+        assert result.error == f"PermissionError: [Errno 13] Permission denied: '{target}'"
+        assert result.stdout == ""
+    listing = sandbox.run(f"import os\nprint(os.listdir({str(Path.home())!r}))")
+    assert listing.error is not None and listing.error.startswith("PermissionError")
+
+
+def test_the_callers_environment_stays_out(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
+    with Sandbox(workers=1, timeout_s=TIMEOUT_S, memory_mb=256) as sb:
+        assert sb.run("import os\nprint(os.environ.get('HF_TOKEN'))").stdout == "None\n"
+        if not any(sb.isolation.get(layer) is True for layer in ("landlock", "uid_drop")):
+            return  # /proc/<pid>/environ of a same-uid process needs one of them
+        # nor through /proc: this test process's environment holds the token
+        result = sb.run(f"print(open('/proc/{os.getpid()}/environ').read())")
+        assert result.error is not None and "hf_secret" not in result.stdout
+
+
+# A child made with libc's fork(): no audit event refuses it, so only the kernel (the run's
+# pid namespace) can take it down. It ignores SIGTERM and sleeps far beyond the run.
+LINGERING_CHILD = (
+    "import ctypes, os, signal, time\n"
+    "if ctypes.CDLL(None).fork() == 0:\n"
+    "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "    time.sleep(300)\n"
+    "    os._exit(0)\n"
+)
+
+
 def test_spawned_processes_die_with_the_run(sandbox):
     needs_any(sandbox, "pid_namespace")
-    marker = f"{uuid.uuid4().int % 10**6 + 10**6}.5"  # a sleep length nobody else uses
-    result = sandbox.run(f"import subprocess\nsubprocess.run(['sleep', '{marker}'])")
-    assert result.timed_out
-    stubborn = (
-        "import subprocess\n"
-        f"subprocess.Popen(['sh', '-c', 'trap \"\" TERM HUP INT; sleep {marker}'],"
-        " start_new_session=True)\nprint('left it running')"
-    )
-    assert sandbox.run(stubborn).stdout == "left it running\n"
+    before = {pid: descendants(pid) for pid in sandbox.worker_pids}  # launcher -> zygote
+    assert sandbox.run(LINGERING_CHILD + "os.wait()").timed_out  # the parent waits: killed
+    assert sandbox.run(LINGERING_CHILD + "print('left it running')").stdout == "left it running\n"
     deadline = time.monotonic() + 5
-    while processes_matching(marker) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        now = {pid: descendants(pid) for pid in sandbox.worker_pids}
+        if now == before:
+            break
         time.sleep(0.05)
-    assert processes_matching(marker) == []
+    assert now == before
 
 
 # --------------------------------------------------------------------------- the pool
@@ -289,7 +387,7 @@ def test_a_killed_worker_is_replaced(sandbox):
 
 def test_close_leaves_no_process_behind():
     sb = Sandbox(workers=1, timeout_s=TIMEOUT_S, memory_mb=256)
-    sb.run("import subprocess\nsubprocess.Popen(['sleep', '30'])")
+    sb.run(LINGERING_CHILD)
     tree = set(sb.worker_pids) | {p for pid in sb.worker_pids for p in descendants(pid)}
     assert len(tree) >= 2  # the launcher and the zygote
     sb.close()
@@ -317,6 +415,7 @@ def test_a_forgotten_sandbox_cleans_up_when_collected():
         ({"workers": 1.5}, "workers"),
         ({"timeout_s": 0}, "timeout_s"),
         ({"timeout_s": float("nan")}, "timeout_s"),
+        ({"timeout_s": 1e9}, "timeout_s"),  # past a day: poll() overflowed, every run failed
         ({"memory_mb": -1}, "memory_mb"),
     ],
 )
