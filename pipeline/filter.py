@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 from pipeline import steps
@@ -37,6 +37,11 @@ def verify_responses(
     grade: Callable[[str | None, str], bool] = is_equivalent,
 ) -> list[Verdict]:  # fmt: skip
     """One verdict per response (a full solution text starting with the code marker)."""
+    # zip() would quietly judge only the shorter list and leave rows without a verdict.
+    if len(responses) != len(truths):
+        raise ValueError(
+            f"verify_responses: {len(responses)} responses but {len(truths)} ground truths"
+        )
     programs = [steps.solution_program(response) for response in responses]
     results = sandbox.run_many(programs)
     verdicts = []
@@ -62,6 +67,30 @@ def _judge(response: str, truth: str, program: str, result, grade) -> Verdict:
     if not grade(answer, truth):
         return Verdict(False, "wrong_answer")
     return Verdict(True, "ok")
+
+
+def rerank(
+    groups: Sequence[Hashable], verdicts: Sequence[Verdict], per_group: int | None = None
+) -> list[int | None]:
+    """The SFT rank of each candidate once the filter has judged it (DESIGN.md 2, "SFT set").
+
+    ``groups`` holds each candidate's (problem_id, round), in the rank order ``derive_sft``
+    writes. Kept candidates are numbered 1, 2, ... within their group, so dropping a rank-1
+    pick does not leave a lone rank 2 (the ``sft`` contract wants ranks to run 1, 2, ...).
+    Dropped candidates, and kept ones past the first ``per_group`` of their group, get None:
+    a stage can verify more candidates than it keeps and still keep the best verified ones.
+    """
+    if len(groups) != len(verdicts):
+        raise ValueError(f"rerank: {len(groups)} candidates but {len(verdicts)} verdicts")
+    taken: Counter = Counter()
+    ranks: list[int | None] = []
+    for group, verdict in zip(groups, verdicts):
+        if not verdict.keep or (per_group is not None and taken[group] >= per_group):
+            ranks.append(None)
+            continue
+        taken[group] += 1
+        ranks.append(taken[group])
+    return ranks
 
 
 def summarise(verdicts: Sequence[Verdict]) -> dict:

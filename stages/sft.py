@@ -16,7 +16,7 @@ import polars as pl
 
 from pipeline import layout
 from pipeline.config import SandboxConfig, group, load_params
-from pipeline.filter import summarise, verify_responses
+from pipeline.filter import rerank, summarise, verify_responses
 from pipeline.io import write_json, write_parquet
 from pipeline.sandbox import Sandbox
 from pipeline.sql import derive_sft, derive_trajectories
@@ -43,13 +43,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         candidates_path = Path(scratch) / "candidates.parquet"
         derive_sft(nodes, layout.PROBLEMS, candidates_path, per_problem=config.per_problem)
-        candidates = pl.read_parquet(candidates_path)
+        candidates = pl.read_parquet(candidates_path).sort("problem_id", "round", "rank")
     truths = candidates.join(pl.read_parquet(layout.PROBLEMS, columns=["problem_id", "answer"]), on="problem_id", how="left")
     with Sandbox(**vars(sandbox_config)) as sandbox:
         verdicts = verify_responses(truths["response"].to_list(), truths["answer"].to_list(), sandbox)
     keep = pl.Series([verdict.keep for verdict in verdicts], dtype=pl.Boolean)
     reasons = pl.Series("reason", [verdict.reason for verdict in verdicts], dtype=pl.String)
-    write_parquet(candidates.filter(keep), out_dir / "sft.parquet")
+    # A dropped rank-1 pick must not leave a lone rank 2: the kept picks are renumbered.
+    groups = list(zip(candidates["problem_id"], candidates["round"]))
+    ranks = pl.Series("rank", rerank(groups, verdicts), dtype=candidates.schema["rank"])
+    write_parquet(candidates.with_columns(ranks).filter(keep), out_dir / "sft.parquet")
     write_parquet(candidates.with_columns(reasons).filter(~keep), out_dir / "sft_dropped.parquet")
     report = summarise(verdicts)
     write_json(out_dir / "sft_stats.json", {

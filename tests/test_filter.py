@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline import steps
-from pipeline.filter import summarise, verify_responses
+from pipeline.filter import Verdict, rerank, summarise, verify_responses
 from pipeline.sandbox import Sandbox
 
 
@@ -45,3 +45,30 @@ def test_multi_step_programs_run_whole(sandbox):
     ])  # fmt: skip
     (verdict,) = verify_responses([response], ["72"], sandbox)
     assert verdict.keep
+
+
+class NothingRuns:
+    """A code runner for tests that must fail before any program runs."""
+
+    def run_many(self, codes):
+        raise AssertionError(f"ran {len(codes)} programs")
+
+
+def test_responses_without_a_ground_truth_each_are_refused():
+    # zip() used to judge only the first response and leave the second without a verdict.
+    response = solution("print(42)", "42", "42")
+    with pytest.raises(ValueError, match="2 responses but 1 ground truths"):
+        verify_responses([response, response], ["42"], NothingRuns())
+
+
+def test_kept_picks_are_ranked_1_2_within_each_problem_and_round():
+    ok, error = Verdict(True, "ok"), Verdict(False, "code_error")
+    groups = [("p1", 1)] * 3 + [("p2", 1)] * 2 + [("p1", 2)]
+    verdicts = [error, ok, ok, ok, error, ok]
+    # p1 round 1: its rank-1 pick is dropped, so the next two become ranks 1 and 2 (a lone
+    # rank 2 breaks the `sft` contract); p2: rank 1 stays, rank 2 is dropped; p1 round 2: 1.
+    assert rerank(groups, verdicts) == [None, 1, 2, 1, None, 1]
+    # Keeping one per group: p1 round 1's third candidate passed but is not needed.
+    assert rerank(groups, verdicts, per_group=1) == [None, 1, None, 1, None, 1]
+    with pytest.raises(ValueError, match="3 candidates but 1 verdicts"):
+        rerank(groups[:3], [ok])

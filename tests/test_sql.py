@@ -556,3 +556,296 @@ def test_broken_trees_are_reported(tmp_path):
         pq.write_table(pa.Table.from_pylist(broken), path)
         with pytest.raises(ValueError, match=message):
             sql.derive_sft(path, problems, tmp_path / "o.parquet")
+
+
+# --------------------------------------------------------------------------- more hand-made trees
+
+
+def test_pairs_deeper_down_carry_the_steps_above_in_their_prefix(tmp_path):
+    t = Tree("p1")
+    a = t.step(t.root, code("A"))
+    b = t.step(a, code("B"))
+    br = t.answer(b, boxed("Br"), correct=True)
+    bw = t.answer(b, boxed("Bw", "0"), correct=False)
+    c = t.step(a, code("C"))
+    t.answer(c, boxed("Cr"), correct=True)
+    # Q: B (1-1)/2 = 0, C 1, A (1-1+1)/3 = 1/3. The root's only child A is both its positive
+    # and its negative: margin 0, no pair. A is mixed, so visited: positives C(1), B(0), one
+    # negative B, so up to 4 positives: weight 1/(2*1). C-B margin 1 (best from C: C,Cr mean 1
+    # > worst from B: B,Bw mean -0.5); B-B margin 0. B is mixed too: Br-Bw, margin 2, weight 1,
+    # and its prefix holds A then B.
+    rows = run_pairs(tmp_path, t)
+    assert summary(rows, a, b, c, br, bw) == [
+        ("A", "C", "B", 1.0, 0.5),
+        ("B", "Br", "Bw", 2.0, 1.0),
+    ]
+    prompt = steps.sft_prompt(t.question)
+    assert rows[0]["prefix"] == steps.generation_prefix(prompt, [code("A")])
+    assert rows[1]["prefix"] == steps.generation_prefix(prompt, [code("A"), code("B")])
+
+
+def test_best_continuation_takes_the_lower_child_index_on_equal_q(tmp_path):
+    t = Tree("p1")
+    p = t.step(t.root, code("P"))
+    x = t.step(p, code("X"))  # child_index 0
+    t.answer(x, boxed("Xa"), correct=True)
+    y = t.step(p, code("Y"))  # child_index 1
+    t.answer(t.step(y, code("Ym"), ppm=-1.0), boxed("Ya"), correct=True)
+    n = t.step(t.root, code("N"), ppm=0.5)
+    walker = n
+    for i in range(9):
+        walker = t.step(walker, code(f"M{i}"), ppm=1.0)
+    t.invalid(walker, code("Nx"), kind="too_many_errors")
+    # Q: X 1 and Y 1 (equal), Ym (-1+1)/2 = 0, P 1; N 0.5, each M 1, Nx -1 (on itself only).
+    # Best from P goes to X (lower child_index): P,X,Xa mean 1. Through Y it would be
+    # P,Y,Ym,Ya = 3/4. Worst from N: (0.5 + 9 - 1)/11 = 0.77, between the two: the pair P-N
+    # (margin 0.5, weight 1) is kept only when the tie goes to X.
+    assert summary(run_pairs(tmp_path, t), t.root, p, n) == [("", "P", "N", 0.5, 1.0)]
+
+
+def test_a_worst_continuation_as_good_as_the_best_rejects_the_pair(tmp_path):
+    def tree(chain: int) -> Tree:
+        t = Tree(f"chain-{chain}")
+        p = t.step(t.root, code("P"), ppm=0.0)
+        t.answer(p, boxed("Pa"), correct=True)
+        walker = t.step(t.root, code("N"), ppm=0.0)
+        for i in range(chain):
+            walker = t.step(walker, code(f"M{i}"), ppm=1.0)
+        t.invalid(walker, code("Nx"), kind="too_many_errors")
+        return t
+
+    # Q: P (0+1)/2 = 0.5, Pa 1: best from P = 0.75. N 0, each M 1, Nx -1 (on itself only):
+    # worst from N = (0 + chain - 1)/(chain + 2): 10 links give 0.75, equal, so no pair;
+    # 9 links give 8/11 < 0.75, so P-N (margin 0.5, weight 1) stays.
+    assert run_pairs(tmp_path, tree(10)) == []
+    assert [(r["margin"], r["weight"]) for r in run_pairs(tmp_path, tree(9))] == [(0.5, 1.0)]
+
+
+def test_edit_distance_counts_characters_not_bytes(tmp_path):
+    chosen = "# half of it: " + "e" * 20 + "\nv = 1\n<end_of_step>\n"
+    rejected = chosen.replace("e" * 20, "é" * 20)  # 20 substitutions; 40 bytes differ in UTF-8
+    t = Tree("p1")
+    t.answer(t.step(t.root, chosen), boxed("Ca"), correct=True)
+    t.answer(t.step(t.root, rejected), boxed("Ra", "0"), correct=False)
+    assert [r["rejected"] for r in run_pairs(tmp_path, t, min_edit=20)] == [rejected]
+    assert run_pairs(tmp_path, t, min_edit=21) == []
+
+
+def test_trees_without_trajectories_give_empty_tables_with_their_columns(tmp_path):
+    bare = Tree("p1")  # a root that was never expanded
+    dead_ends = Tree("p2")
+    dead_ends.invalid(dead_ends.root, code("D"), kind="too_deep")
+    dead_ends.invalid(dead_ends.root, code("U"), kind="unparsable")
+    # p2 has two trajectories, both invalid: no SFT row, no pair (neither counts as wrong).
+    nodes = write_nodes(tmp_path / "nodes.parquet", bare, dead_ends)
+    problems = write_problems(tmp_path / "problems.parquet", bare, dead_ends)
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pq.read_table(nodes).slice(0, 0), empty)  # no nodes at all
+    columns = {
+        "sft": ["problem_id", "round", "prompt", "response", "mean_q", "rank"],
+        "pairs": ["problem_id", "round", "node_id", "prefix", "chosen", "rejected",
+                  "chosen_q", "rejected_q", "margin", "weight", "split"],
+    }  # fmt: skip
+    for source in (nodes, empty):
+        assert sql.derive_sft(source, problems, tmp_path / "sft.parquet") == 0
+        assert sql.derive_pairs(source, problems, tmp_path / "pairs.parquet") == 0
+        for table, names in columns.items():
+            written = pq.read_table(tmp_path / f"{table}.parquet")
+            assert (written.num_rows, written.column_names) == (0, names)
+    assert sql.derive_trajectories(empty, tmp_path / "traj.parquet") == 0
+    sql.derive_trajectories(nodes, tmp_path / "traj.parquet")
+    trajectories = pq.read_table(tmp_path / "traj.parquet").to_pylist()
+    assert [(r["problem_id"], r["steps"], r["correct"]) for r in trajectories] == [
+        ("p2", [code("D")], False),
+        ("p2", [code("U")], False),
+    ]
+
+
+def test_pair_thresholds_that_make_no_sense_are_refused(tmp_path):
+    t, _ = sft_tree()
+    nodes = write_nodes(tmp_path / "nodes.parquet", t)
+    problems = write_problems(tmp_path / "problems.parquet", t)
+    out = tmp_path / "pairs.parquet"
+    with pytest.raises(ValueError, match="min_margin must be a finite number, got nan"):
+        sql.derive_pairs(nodes, problems, out, min_margin=float("nan"))
+    for min_edit in (-1, 19.5):  # 19.5 used to become 19 without a word
+        with pytest.raises(
+            ValueError, match=f"min_edit must be a whole number >= 0, got {min_edit}"
+        ):
+            sql.derive_pairs(nodes, problems, out, min_edit=min_edit)
+    assert not out.exists()
+    # A whole float is a whole number. The labels of code() differ in 2 characters, so at
+    # min_edit 2 all 5 pairs stay (root: B, E x W, A; at A: A0-A1) and at 3 none does.
+    assert sql.derive_pairs(nodes, problems, out, min_edit=2.0) == 5
+    assert sql.derive_pairs(nodes, problems, out, min_edit=3) == 0
+
+
+# --------------------------------------------------------------------------- a reference walk
+#
+# DESIGN.md section 2 read once more, straight over the Node objects of tree_builder (not the
+# rows the SQL reads), and compared with the SQL on random small trees that have every kind of
+# terminal, error steps, ties in Q, PPM-initialised steps, repeated problems over rounds and
+# trees that are only a root.
+
+
+def random_tree(rng: random.Random, problem_id: str, round_: int) -> Tree:
+    """Up to about 30 nodes (none: a bare root) grown at random open nodes, 1-4 children each."""
+    t = Tree(problem_id, round=round_)
+    open_nodes, made = [t.root], 0
+    budget = rng.randint(0, 30)
+    while open_nodes and made < budget:
+        parent = open_nodes.pop(rng.randrange(len(open_nodes)))
+        for _ in range(rng.randint(1, 4)):
+            made += 1
+            text = f"# s{made} " + rng.choice("xé ") * rng.randint(0, 25) + f"\nv = {made}\n"
+            roll = rng.random()
+            if roll < 0.3:
+                t.answer(parent, boxed(f"a{made}", str(made)), correct=rng.random() < 0.5)
+            elif roll < 0.4:
+                t.invalid(
+                    parent, text, kind=rng.choice(["too_deep", "unparsable", "too_many_errors"])
+                )
+            else:
+                ppm = rng.choice([None, None, -0.5, 0.0, 0.5])
+                open_nodes.append(t.step(parent, text, error=rng.random() < 0.15, ppm=ppm))
+    return t
+
+
+def edit_distance(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i]
+        for j, char_b in enumerate(b, 1):
+            current.append(
+                min(previous[j] + 1, current[-1] + 1, previous[j - 1] + (char_a != char_b))
+            )
+        previous = current
+    return previous[-1]
+
+
+def outcomes(node: Node) -> tuple[int, int]:
+    """(correct, wrong) terminals in the subtree of node, itself included."""
+    right = int(node.terminal_kind == "answer" and node.correct is True)
+    wrong = int(
+        node.terminal_kind == "too_many_errors"
+        or (node.terminal_kind == "answer" and node.correct is False)
+    )
+    for child in node.children:
+        below = outcomes(child)
+        right, wrong = right + below[0], wrong + below[1]
+    return right, wrong
+
+
+def ref_paths(node: Node, path: list[Node]) -> list[list[Node]]:
+    """Root-to-created-terminal paths below node, earliest child first (root excluded)."""
+    found = [path] if node.terminal_kind is not None and path else []
+    for child in node.children:
+        found += ref_paths(child, path + [child])
+    return found
+
+
+def ref_trajectories(t: Tree) -> list[dict]:
+    rows = []
+    for path in ref_paths(t.root, []):
+        leaf, q = path[-1], [node.q for node in path]
+        rows.append({
+            "problem_id": t.problem_id, "round": t.round, "leaf_id": leaf.node_id,
+            "node_ids": [node.node_id for node in path], "steps": [node.step_text for node in path],
+            "q_values": q, "mean_q": sum(q) / len(q), "min_q": min(q),
+            "final_answer": leaf.final_answer,
+            "correct": leaf.terminal_kind == "answer" and leaf.correct is True,
+            "has_error": any(node.is_error for node in path),
+        })  # fmt: skip
+    return rows
+
+
+def ref_sft(t: Tree, per_problem: int) -> list[dict]:
+    good = [
+        row for row in ref_trajectories(t) if row["correct"] and not row["has_error"]
+    ]  # already earliest path first, and sort() is stable: ties stay in that order
+    good.sort(key=lambda row: (-row["mean_q"], -row["min_q"]))
+    return [
+        {"problem_id": t.problem_id, "round": t.round, "prompt": steps.sft_prompt(t.question),
+         "response": steps.render_solution(row["steps"]), "mean_q": row["mean_q"], "rank": rank}
+        for rank, row in enumerate(good[:per_problem], 1)
+    ]  # fmt: skip
+
+
+def continuation_mean(node: Node, side: int) -> float:
+    """Mean Q from node down its best (side 0: correct) or worst (side 1: wrong) children."""
+    q = [node.q]
+    while kids := [k for k in node.children if outcomes(k)[side] > 0]:
+        node = min(kids, key=lambda k: (-k.q if side == 0 else k.q, k.child_index))
+        q.append(node.q)
+    return sum(q) / len(q)
+
+
+def ref_pairs_at(
+    t: Tree, node: Node, texts: list[str], min_margin: float, min_edit: int
+) -> list[dict]:
+    positives = sorted(
+        (k for k in node.children if outcomes(k)[0]), key=lambda k: (-k.q, k.child_index)
+    )
+    negatives = sorted(
+        (k for k in node.children if outcomes(k)[1]), key=lambda k: (k.q, k.child_index)
+    )
+    n_pos = min(len(positives), 4 if len(negatives) == 1 else 2)
+    n_neg = min(len(negatives), 4 if len(positives) == 1 else 2)
+    rows = []
+    for pos in positives[:n_pos]:
+        for neg in negatives[:n_neg]:
+            margin = pos.q - neg.q
+            if (
+                margin > 0
+                and continuation_mean(pos, 0) > continuation_mean(neg, 1)
+                and margin >= min_margin
+                and edit_distance(pos.step_text, neg.step_text) >= min_edit
+            ):
+                rows.append({
+                    "problem_id": t.problem_id, "round": t.round, "node_id": node.node_id,
+                    "prefix": steps.generation_prefix(steps.sft_prompt(t.question), texts),
+                    "chosen": pos.step_text, "rejected": neg.step_text, "chosen_q": pos.q,
+                    "rejected_q": neg.q, "margin": margin, "weight": 1 / (n_pos * n_neg),
+                    "split": "train",
+                })  # fmt: skip
+    return rows
+
+
+def ref_pairs(t: Tree, min_margin: float, min_edit: int) -> list[dict]:
+    rows, queue = [], [(t.root, [])]
+    while queue:  # breadth first, into children with both outcomes below
+        node, texts = queue.pop(0)
+        rows += ref_pairs_at(t, node, texts, min_margin, min_edit)
+        queue += [(k, texts + [k.step_text]) for k in node.children if all(outcomes(k))]
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("seed", "min_margin", "min_edit", "per_problem"),
+    [(1, 0.0, 0, 1), (2, 0.5, 20, 3), (3, 0.25, 0, 2)],
+)
+def test_all_three_tables_agree_with_a_walk_over_the_tree_objects(
+    tmp_path, seed, min_margin, min_edit, per_problem
+):
+    # 5 problems in 3 rounds; a problem's tree repeats over rounds 1 and 2 (same node ids).
+    trees = [
+        random_tree(random.Random(seed * 10 + i), f"p{i}", r) for r in (1, 2) for i in range(5)
+    ]
+    trees += [random_tree(random.Random(seed * 100 + i), f"p{i}", 3) for i in range(5)]
+    nodes = write_nodes(tmp_path / "nodes.parquet", *trees)
+    problems = write_problems(tmp_path / "problems.parquet", *trees)
+    sql.derive_trajectories(nodes, tmp_path / "trajectories.parquet")
+    sql.derive_sft(nodes, problems, tmp_path / "sft.parquet", per_problem=per_problem)
+    sql.derive_pairs(
+        nodes, problems, tmp_path / "pairs.parquet",
+        min_margin=min_margin, min_edit=min_edit, heldout_fraction=0.0,
+    )  # fmt: skip
+    trees.sort(key=lambda t: (t.problem_id, t.round))
+    expected = {
+        "trajectories": [row for t in trees for row in ref_trajectories(t)],
+        "sft": [row for t in trees for row in ref_sft(t, per_problem)],
+        "pairs": [row for t in trees for row in ref_pairs(t, min_margin, min_edit)],
+    }
+    assert all(expected.values())  # every table has rows to compare
+    for table, rows in expected.items():
+        assert pq.read_table(tmp_path / f"{table}.parquet").to_pylist() == rows, table

@@ -18,6 +18,7 @@ query parameters), so they are defined only there.
 from __future__ import annotations
 
 import glob
+import math
 import os
 import uuid
 from collections.abc import Sequence
@@ -86,6 +87,11 @@ def derive_pairs(
     """Write the ``pairs`` table: step-level preference pairs for the PPM (``pairs.sql``)."""
     if not 0.0 <= heldout_fraction <= 1.0:
         raise ValueError(f"heldout_fraction must be in [0, 1], got {heldout_fraction}")
+    # A NaN margin would silently drop every pair; int() would silently cut a min_edit of 19.5 to 19.
+    if not math.isfinite(min_margin):
+        raise ValueError(f"min_margin must be a finite number, got {min_margin}")
+    if min_edit < 0 or min_edit != int(min_edit):
+        raise ValueError(f"min_edit must be a whole number >= 0, got {min_edit}")
     params = {
         "min_margin": float(min_margin),
         "min_edit": int(min_edit),
