@@ -29,7 +29,8 @@ from itertools import product
 from typing import Any
 
 from math_verify import LatexExtractionConfig, parse, verify
-from sympy import Basic, Eq, Float, N, Symbol, Tuple
+from sympy import And, Basic, Eq, FiniteSet, Float, I, Interval, N, Set, Symbol, Tuple
+from sympy.core.evalf import PrecisionExhausted
 from sympy.core.relational import Relational
 
 from pipeline._numbers import numbers_agree
@@ -38,10 +39,13 @@ from pipeline._numbers import numbers_agree
 _LATEX = [LatexExtractionConfig(boxed_match_priority=0)]
 
 # Guard of DESIGN.md 5b: math-verify compares exact numbers with `evalf(chop=True)`, so two
-# tiny exact values (1/2004! and 1/2006!) both chop to 0 and pass. Exact numbers must agree to
-# this relative precision, evaluated with this many digits.
+# tiny exact values (1/2004! and 1/2006!) both chop to 0 and pass. Exact numbers must agree
+# exactly (see _exact_numbers_differ); where sympy cannot tell, to this relative precision,
+# evaluated with this many digits.
 _EXACT_REL_TOL = 1e-20
 _DIGITS = 50
+# Working precision (digits) up to which a difference of two exact numbers is sought.
+_MAXN = 200
 # Answers compared once before the worker says it is ready: sympy and latex2sympy load parts
 # lazily, and a first call that paid for that could overrun the bound.
 _WARM_UP = (
@@ -179,13 +183,17 @@ def _readings_equal(gold: Any, pred: Any) -> bool:
     floats = _compare_floats(gold, pred)
     if floats is not None:
         return floats
-    return verify(gold, pred, timeout_seconds=None) and not _false_positive(gold, pred)
+    # allow_set_relation_comp: `1 < x \le 3` answers `(1, 3]` (compared as sets, ends and all).
+    return verify(
+        gold, pred, allow_set_relation_comp=True, timeout_seconds=None
+    ) and not _false_positive(gold, pred)
 
 
 def _compare_floats(gold: Any, pred: Any) -> bool | None:
     """A float against a number follows the rule of :mod:`pipeline._numbers` (as the fast path
     does), not math-verify's, which compares a Float with an Integer exactly. Complex values are
     compared part by part. None: not such a pair."""
+    gold, pred = _imaginary_unit(gold), _imaginary_unit(pred)
     if not (_is_number(gold) and _is_number(pred)) or not (gold.has(Float) or pred.has(Float)):
         return None
     x, y = _exact(gold), _exact(pred)
@@ -195,6 +203,14 @@ def _compare_floats(gold: Any, pred: Any) -> bool | None:
         numbers_agree(x_part, gold.has(Float), y_part, pred.has(Float))
         for x_part, y_part in zip(x, y)
     )
+
+
+def _imaginary_unit(value: Any) -> Any:
+    """``0.2 + 0.6i`` as a complex number: latex2sympy leaves ``i`` a (non-real) symbol, which
+    the float rule cannot compare with ``\\frac{1}{5} + \\frac{3}{5}i``."""
+    if isinstance(value, Basic) and {s.name for s in value.free_symbols} == {"i"}:
+        return value.subs({s: I for s in value.free_symbols})
+    return value
 
 
 def _exact(number: Basic) -> tuple[Fraction, Fraction] | None:
@@ -212,6 +228,10 @@ def _false_positive(gold: Any, pred: Any) -> bool:
     """True when math-verify accepted a pair that DESIGN.md 5b lists as wrongly accepted."""
     if not isinstance(gold, Basic) or not isinstance(pred, Basic):
         return False
+    if isinstance(gold, Set) and isinstance(pred, (Relational, And)) and not isinstance(pred, Eq):
+        # An inequality answers an interval (math-verify compared the two as sets) when it is
+        # solved for the unknown: `x > 3` answers `(3, \infty)`, `2x > 6` does not.
+        return not _solved(pred) or _numbers_differ(gold, pred.as_set())
     gold_eq, pred_eq = isinstance(gold, Relational), isinstance(pred, Relational)
     if pred_eq and not gold_eq:
         # `x = 5` answers `5`, but `2x + 1 = 5` does not (math-verify keeps only the right side).
@@ -226,15 +246,54 @@ def _false_positive(gold: Any, pred: Any) -> bool:
     return _numbers_differ(gold, pred)
 
 
+def _solved(relation: Relational | And) -> bool:
+    """Whether every comparison in ``relation`` has the bare unknown on one side and a number
+    on the other (``-3 < x < 3`` is two such comparisons)."""
+    parts = relation.args if isinstance(relation, And) else (relation,)
+    return all(
+        isinstance(part, Relational)
+        and any(isinstance(side, Symbol) for side in part.args)
+        and any(_is_number(side) for side in part.args)
+        for part in parts
+    )
+
+
 def _numbers_differ(gold: Any, pred: Any) -> bool:
-    """Two numbers (or tuples of them) that math-verify's rounding and chopping made equal."""
+    """Two numbers (or tuples, intervals, sets of them) that math-verify's rounding and chopping
+    made equal."""
     if isinstance(gold, Tuple) and isinstance(pred, Tuple) and len(gold) == len(pred):
         return any(_numbers_differ(g, p) for g, p in zip(gold.args, pred.args))
+    if isinstance(gold, Interval) and isinstance(pred, Interval):
+        return _numbers_differ(gold.start, pred.start) or _numbers_differ(gold.end, pred.end)
+    if isinstance(gold, FiniteSet) and isinstance(pred, FiniteSet):
+        # Order-free: some element of one has no equal in the other.
+        return any(all(_numbers_differ(g, p) for g in gold.args) for p in pred.args) or any(
+            all(_numbers_differ(g, p) for p in pred.args) for g in gold.args
+        )
     if not _is_number(gold) or not _is_number(pred):
         return False
     if gold.has(Float) or pred.has(Float):
         agree = _compare_floats(gold, pred)
         return agree is False
+    return _exact_numbers_differ(gold, pred)
+
+
+def _exact_numbers_differ(gold: Basic, pred: Basic) -> bool:
+    """Whether two exact numbers differ, by any amount: ``1 + 10^{-30}`` is not ``1``.
+
+    sympy's evalf of the difference raises its working precision until the digits asked for are
+    right, so a true difference (however small) comes back non-zero, while a true zero exhausts
+    the precision (``strict=True`` raises) or comes back as 0. Where evalf cannot say, fall back
+    to a relative comparison of the two values.
+    """
+    try:
+        difference = N(gold - pred, 15, maxn=_MAXN, strict=True)
+        if difference.is_Number and difference.is_finite:  # not oo - oo, which is nan
+            return bool(difference != 0)
+    except PrecisionExhausted:
+        return False  # zero to _MAXN digits: equal, as math-verify says
+    except Exception:  # noqa: BLE001 - sympy fails in many ways; use the relative rule below
+        pass
     a, b = N(gold, _DIGITS), N(pred, _DIGITS)
     if not (a.is_finite and b.is_finite):
         return False

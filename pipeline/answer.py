@@ -19,7 +19,14 @@ Conventions a user should know (each has a test):
 - a float equals a number when they agree to 6 decimals (math-verify's rule) and to a relative
   1e-4 (so ``0.333333`` == ``1/3``, ``4.999999999999999`` == ``5``, ``1e-7`` != ``2e-7``);
   exact values must agree exactly (so ``1/2004!`` != ``1/2006!``); see :mod:`pipeline._numbers`;
-- a thousands separator is a separator: ``1,000`` == ``1000`` (not the list ``1, 0``).
+- a thousands separator is a separator: ``1,000`` == ``1000`` (not the list ``1, 0``), and so
+  are ``1{,}000``, ``1,\\!000`` and ``1 000``; a space between other digits is not: ``2 1/2`` is
+  the mixed number 5/2;
+- a scale word carries value, a unit does not: ``5 million`` == ``5000000``, ``5 cm`` == ``5``;
+- brackets around a whole answer say what it is: ``(1,2)``, ``[1,2]`` and ``\\{1,2\\}`` differ
+  from each other (an unbracketed ``1, 2`` is a list of answers, in any order);
+- an inequality answers the interval it describes: ``1 < x \\le 3`` == ``(1, 3]``;
+- a ground truth may be a whole GSM8K worked solution: its ``#### N`` line is the answer.
 """
 
 from __future__ import annotations
@@ -66,7 +73,7 @@ def extract_answer(text: str) -> str | None:
     at = start + len(command)
     if at < len(text) and text[at].isalpha():  # \boxedfoo is another command
         return None
-    while at < len(text) and text[at] == " ":
+    while at < len(text) and text[at].isspace():  # `\boxed {5}`, `\boxed\n{5}`
         at += 1
     if at < len(text) and text[at] == "{":
         content = _braced(text, at)
@@ -99,6 +106,9 @@ def _braced(text: str, open_at: int) -> str | None:
 
 _SPACING = re.compile(r"(?<!\\)\\[!,;: ]|\\q?quad\b|~")
 _LEFT_RIGHT = re.compile(r"\\(?:left|right)(?![A-Za-z])")
+# LaTeX's thousands separators, `5,\\!525` (MATH's habit) and `5{,}525`: unlike a bare comma
+# they never separate list items, so they go wherever they are (`\\frac{12}{5,\\!525}`).
+_GLUED_THOUSANDS = re.compile(r"(?<=\d)(?:,\\!|\{,\})(?=\d{3}(?!\d))")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree\b")  # not a bare \circ: f \circ g
 # A number followed by plain words, e.g. `18 dollars`; math words are not units. Written so no
 # string can make it backtrack (digits, separators and words cannot be split two ways).
@@ -106,27 +116,58 @@ _WORD_UNITS = re.compile(
     r"([+-]?(?:\d[\d,]*(?:\.\d+)?|\.\d+))\s+([A-Za-z]{2,}\.?(?:\s+[A-Za-z]{2,}\.?)*)"
 )
 _NOT_UNITS = {"pi", "sqrt", "ln", "log", "exp", "sin", "cos", "tan", "oo", "inf", "infty", "and"}
+# Words that carry value, unlike units: `5 million` is 5000000, never 5.
+_SCALES = {"hundred": 100, "thousand": 10**3, "million": 10**6, "billion": 10**9, "dozen": 12}
+_SCALED = re.compile(  # `5 million`, `5\\text{ million}`: the brace closes only what opened
+    r"(?P<number>\d+(?:\.\d+)?)\s*(?P<open>\\(?:text|mbox|textrm|mathrm)\{\s*)?"
+    r"(?P<scale>hundred|thousand|million|billion|dozen)s?\b(?(open)[^{}]*\})"
+)
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox|textrm)\{([^{}]*)\}")
-_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+# `1,000,000` or `1 000 000` (`1\\,000` after spacing), one separator throughout.
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:(?P<sep>[, ])\d{3})(?:(?P=sep)\d{3})*(?:\.\d+)?")
+# A space that does not stand between two digits; one that does separates two numbers.
+_LOOSE_SPACE = re.compile(r"(?<!\d) | (?!\d)")
+
+
+# A LaTeX command whose backslash JSON read as an escape: `"\tfrac"` gives a tab + `frac`
+# (MATH_test.json has one such answer). A control character before a letter is never meant.
+_LOST_BACKSLASH = re.compile(r"[\t\f\b\r](?=[A-Za-z])")
+_LOST_ESCAPES = {"\t": "\\t", "\f": "\\f", "\b": "\\b", "\r": "\\r"}
 
 
 def _clean(text: str) -> str:
     """Formatting that never carries value; the result is what math-verify is given."""
+    text = _LOST_BACKSLASH.sub(lambda match: _LOST_ESCAPES[match.group()], text)
     if any(command in text for command in _BOX_COMMANDS):
         text = extract_answer(text) or ""
+    if "####" in text:  # a GSM8K answer line, or a whole worked solution ending in one
+        text = text.rsplit("####", 1)[1]
     text = text.strip()
-    text = text.removeprefix("####")  # a GSM8K answer line
     text = text.replace("−", "-").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    text = text.replace("\\varnothing", "\\emptyset")  # math-verify reads \varnothing as a symbol
     text = _LEFT_RIGHT.sub("", text)
+    text = _GLUED_THOUSANDS.sub("", text)
     text = _SPACING.sub(" ", text)
     text = _DEGREES.sub("", text)
     # Percent is dropped (module docstring); money signs carry no value either.
     text = re.sub(r"\\?%", "", text).replace("\\$", "").replace("$", "")
-    text = text.replace("{,}", ",").strip().rstrip(".").strip()
+    text = text.strip().rstrip(".").strip()
+    if len(text) <= MAX_ANSWER_CHARS:
+        text = _SCALED.sub(_scaled_value, text)
+    wrapped = _TEXT_WRAPPER.fullmatch(text)
+    if wrapped and _WORD_UNITS.fullmatch(wrapped.group(1).strip()):
+        text = wrapped.group(1).strip()  # `\text{5 inches}` is `5 inches`
     units = _WORD_UNITS.fullmatch(text) if len(text) <= MAX_ANSWER_CHARS else None
     if units and not _NOT_UNITS & {word.strip(".").lower() for word in units.group(2).split()}:
         text = units.group(1)
     return text
+
+
+def _scaled_value(match: re.Match[str]) -> str:
+    """``1.5 million`` -> ``1500000``; a value that is not whole stays a product."""
+    number, scale = match.group("number"), _SCALES[match.group("scale")]
+    value = Fraction(number) * scale
+    return str(value.numerator) if value.denominator == 1 else f"{number} \\times {scale}"
 
 
 def normalize_answer(text: str) -> str:
@@ -142,9 +183,11 @@ def normalize_answer(text: str) -> str:
 
 def _normal_form(text: str) -> str:
     text = _TEXT_WRAPPER.sub(r"\1", text)
-    text = re.sub(r"\s+", "", text)
-    if _THOUSANDS.fullmatch(text):
-        text = text.replace(",", "")
+    # Spaces go, except between two digits: `2 1/2` is a mixed number, not `21/2`.
+    text = _LOOSE_SPACE.sub("", re.sub(r"\s+", " ", text))
+    thousands = _THOUSANDS.fullmatch(text)
+    if thousands:
+        text = text.replace(thousands.group("sep"), "")
     choice = re.fullmatch(r"\(([A-Za-z])\)", text)
     return choice.group(1) if choice else text
 
@@ -153,6 +196,8 @@ def _normal_form(text: str) -> str:
 
 _DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
 _FRACTION = re.compile(r"([+-]?)(?:(\d+)/(\d+)|\\frac\{(\d+)\}\{(\d+)\}|\\frac(\d)(\d))")
+# A mixed number, `2 1/2` or `2\\frac{1}{2}` (normal forms): 5/2, never 21/2 or 2 * 1/2.
+_MIXED = re.compile(r"([+-]?)(\d+)(?: (\d+)/(\d+)|\\frac\{(\d+)\}\{(\d+)\})")
 
 
 def _as_number(form: str) -> tuple[Fraction, bool] | None:
@@ -161,15 +206,41 @@ def _as_number(form: str) -> tuple[Fraction, bool] | None:
         return None
     if _DECIMAL.fullmatch(form):
         return Fraction(form), "." in form
-    match = _FRACTION.fullmatch(form)
+    match = _FRACTION.fullmatch(form) or _MIXED.fullmatch(form)
     if match is None:
         return None
     sign, *parts = match.groups()
-    numerator, denominator = (int(part) for part in parts if part is not None)
-    if denominator == 0:
-        return None
-    value = Fraction(numerator, denominator)
+    numbers = [int(part) for part in parts if part is not None]
+    whole, (numerator, denominator) = (numbers[0] if len(numbers) == 3 else 0), numbers[-2:]
+    if denominator == 0 or (len(numbers) == 3 and numerator >= denominator):
+        return None  # `2 3/2` is no mixed number: math-verify decides
+    value = whole + Fraction(numerator, denominator)
     return (-value if sign == "-" else value), False
+
+
+_OPENERS, _CLOSERS = "([{", ")]}"
+
+
+def _enclosure(form: str) -> str | None:
+    """The brackets around a whole normal form (``(]`` for ``(1,3]``, ``{}`` for ``\\{1\\}``).
+
+    None when the form is not one bracketed group: ``(1,2)\\cup(3,4)`` is two.
+    """
+    tokens = re.findall(r"\\[{}]|\\.|.", form)
+    depth = 0
+    for index, token in enumerate(tokens):
+        bracket = token[-1] if len(token) == 1 or token[-1] in "{}" else ""
+        if bracket and bracket in _OPENERS:
+            depth += 1
+        elif bracket and bracket in _CLOSERS:
+            depth -= 1
+            if depth == 0 and index < len(tokens) - 1:
+                return None
+        elif index == 0:
+            return None
+    if depth != 0 or len(tokens) < 2:
+        return None
+    return tokens[0][-1] + tokens[-1][-1]
 
 
 def _as_text(value: object) -> str | None:
@@ -197,7 +268,24 @@ def _fast_verdict(pred: object, truth: object) -> bool | tuple[str, str]:
         return numbers_agree(*pred_number, *truth_number)
     if len(pred_clean) > MAX_ANSWER_CHARS or len(truth_clean) > MAX_ANSWER_CHARS:
         return False
-    return pred_clean, truth_clean
+    pred_brackets, truth_brackets = _enclosure(pred_form), _enclosure(truth_form)
+    if pred_brackets and truth_brackets and pred_brackets != truth_brackets:
+        # A pair, an interval, a set and a list differ: `(1,2)` is not `[1,2]` nor `\\{1,2\\}`
+        # (math-verify equates an open interval with any two-element set or list).
+        return False
+    return _for_worker(pred_clean, pred_form, pred_number), _for_worker(
+        truth_clean, truth_form, truth_number
+    )
+
+
+def _for_worker(clean: str, form: str, number: tuple[Fraction, bool] | None) -> str:
+    """What math-verify is given: a plain number in a form it reads as that number
+    (``1 000`` and ``2 1/2`` are not LaTeX for 1000 and 5/2), else the cleaned answer."""
+    if number is None:
+        return clean
+    if _MIXED.fullmatch(form):
+        return f"{number[0].numerator}/{number[0].denominator}"
+    return form
 
 
 # --------------------------------------------------------------------------- grader

@@ -23,6 +23,7 @@ from pipeline.answer import (
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MATH500 = DATA / "math" / "math500_test.json"
+MATH_TEST = DATA / "math" / "MATH_test.json"
 GSM8K_TEST = DATA / "gsm8k" / "test.jsonl"
 
 # --------------------------------------------------------------------------- extraction
@@ -39,6 +40,7 @@ GSM8K_TEST = DATA / "gsm8k" / "test.jsonl"
         ("$\\boxed 5$", "5"),  # no braces: up to `$`
         ("so \\boxed 42 is it", "42"),
         ("\\fbox{7}", "7"),
+        ("\\boxed\n{18}", "18"),  # a line break before the brace is still the same box
         ("<answer>The answer is \\boxed{ 3 }<end_of_answer>", "3"),
     ],
 )
@@ -122,6 +124,16 @@ EQUIVALENT = [
     ("(3, \\frac{\\pi}{2})", "\\left( 3, \\frac{\\pi}{2} \\right)"),
     ("2(k+1)", "2k+2"),
     ("\\pm 2021", "\\pm 2021"),
+    ("\\emptyset", "\\varnothing"),  # two spellings of the empty set
+    ("1 < x \\le 3", "(1, 3]"),  # an inequality answers the interval it describes
+    ("x \\ge 3", "[3, \\infty)"),
+    ("12/5525", "\\frac{12}{5,\\!525}"),  # MATH's `,\!` thousands separator inside a fraction
+    ("2 1/2", "\\frac{5}{2}"),  # a mixed number: 2 + 1/2
+    ("1 000 000", "10^6"),  # spaces as thousands separators
+    ("5 million", "5000000"),
+    ("3 dozen", "36"),
+    ("\\text{5 inches}", "5"),  # the unit inside the text wrapper
+    ("0.2 + 0.6i", "\\frac{1}{5} + \\frac{3}{5}i"),  # a complex number written with floats
     (
         "\\begin{pmatrix} -1/3 \\\\ 2/3 \\end{pmatrix}",
         "\\begin{pmatrix} -\\frac13 \\\\ \\frac23 \\end{pmatrix}",
@@ -150,6 +162,19 @@ NOT_EQUIVALENT = [
     ("(3,4)", "(3,4]"),
     ("\\{1, 2\\}", "\\{1, 3\\}"),
     ("C", "(B)"),
+    ("(1, 2)", "(2, 1)"),  # an ordered pair: order matters
+    # the brackets say what an answer is: an open interval or pair, a closed interval, a set
+    ("(1,2)", "[1,2]"),
+    ("[2,3]", "(2,3)"),
+    ("(1,2)", "\\{2,1\\}"),
+    ("(3,2,1)", "\\{1,2,3\\}"),
+    ("x > 3", "[3, \\infty)"),  # 3 is in the interval, not in the inequality's set
+    ("2x > 6", "(3, \\infty)"),  # not solved for x (as `2x + 1 = 5` is no answer for 2)
+    ("2 1/2", "21/2"),  # the space separates a whole part, it does not join digits
+    ("5 million", "5"),  # a scale word carries value, unlike a unit
+    ("1.5 billion dollars", "1.5"),
+    ("5\\text{ million dollars}", "5"),
+    ("0.2 - 0.6i", "\\frac{1}{5} + \\frac{3}{5}i"),
     # DESIGN.md 5b: known false positives of math-verify
     ("\\frac{1}{2006!}", "\\frac{1}{2004!}"),
     ("\\frac{1}{2^{98}}", "\\frac{1}{2^{99}}"),
@@ -161,6 +186,13 @@ NOT_EQUIVALENT = [
     ("2021", "\\pm 2021"),
     ("\\pm 2021", "2021"),
     ("1 + \\sqrt{19}", "1 \\pm \\sqrt{19}"),
+    # exact values differ by any amount, however small against their size
+    ("\\sqrt{2} + 10^{-25}", "\\sqrt{2}"),
+    ("\\pi", "\\pi + 10^{-30}"),
+    # ... inside intervals and sets too
+    ("(\\frac{1}{2006!}, 1)", "(\\frac{1}{2004!}, 1)"),
+    ("\\{\\frac{1}{2006!}, 1\\}", "\\{1, \\frac{1}{2004!}\\}"),
+    ("\\frac{1}{2006!}, 1", "\\frac{1}{2004!}, 1"),
 ]
 
 
@@ -206,6 +238,19 @@ def test_identical_garbage_is_equal_by_text() -> None:
 def test_numbers_from_json_are_taken_as_printed() -> None:
     assert is_equivalent("72", 72)  # type: ignore[arg-type]
     assert is_equivalent(0.5, "\\frac{1}{2}")  # type: ignore[arg-type]
+
+
+def test_a_whole_gsm8k_worked_solution_is_graded_by_its_answer_line() -> None:
+    worked = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nShe sold 48+24 = 72 in all.\n#### 72"
+    assert is_equivalent("72", worked)
+    assert not is_equivalent("24", worked)  # a number of the working is not the answer
+
+
+def test_a_latex_command_whose_backslash_json_ate_still_reads() -> None:
+    # MATH_test.json row 2913 holds "\left(\tfrac32, ...": JSON read `\t` as a tab.
+    truth = "\\left(\tfrac32, -\\tfrac52\\right)"
+    assert is_equivalent("(\\frac{3}{2}, -\\frac{5}{2})", truth)
+    assert not is_equivalent("(\\frac{3}{2}, \\frac{5}{2})", truth)
 
 
 def test_normalize_answer_gives_one_form_to_formatting_variants() -> None:
@@ -256,6 +301,37 @@ def test_math500_answers_with_a_changed_digit_are_wrong() -> None:
     assert len(pairs) > 50
     verdicts = grade_many(pairs)
     assert [p for p, ok in zip(pairs, verdicts) if ok] == []
+
+
+def _stored_problems(path: Path) -> list[dict]:
+    """The problems table as the pipeline stores it (answers as the loader writes them)."""
+    if not path.exists():
+        pytest.skip(f"{path} not found (the shared data folder is absent)")
+    from pipeline.problems import load_problems
+
+    return load_problems(str(path)).to_dicts()
+
+
+def test_every_math_test_answer_equals_its_boxed_form() -> None:
+    # All 5000 MATH answers, list answers joined and one mangled `\tfrac` included.
+    answers = [row["answer"] for row in _stored_problems(MATH_TEST)]
+    assert len(answers) == 5000
+    verdicts = grade_many([(f"Hence $\\boxed{{{a}}}$.", a) for a in answers])
+    assert [a for a, ok in zip(answers, verdicts) if not ok] == []
+
+
+def test_gsm8k_answers_equal_their_worked_solution_and_formatted_variants() -> None:
+    rows = _stored_problems(GSM8K_TEST)
+    records = [json.loads(line) for line in GSM8K_TEST.open()]
+    raw = {record["question"].strip(): record["answer"] for record in records}  # worked solutions
+    pairs = []
+    for row in rows:
+        value = int(row["answer"])  # GSM8K test answers are whole numbers
+        truth = row["answer"]
+        pairs += [(f"{value:,}", truth), (f"\\${value:,}.00", truth), (truth, raw[row["question"]])]
+        if row["solution"] is not None:  # the reference solution's own box
+            pairs.append((extract_answer(row["solution"]), truth))
+    assert [p for p, ok in zip(pairs, grade_many(pairs)) if not ok] == []
 
 
 def test_gsm8k_answer_lines_grade_printed_numbers() -> None:
