@@ -91,7 +91,9 @@ def few_shot_prompt(question: str) -> str:
     parts = [INSTRUCTION.format()]
     for example_question, steps in _FEW_SHOT_EXAMPLES:
         parts.append(f"Question: {example_question}\n{render_solution(steps)}")
-    parts.append(f"Question: {question.strip()}\n")
+    # No newline after the question: generation_prefix adds it, so the question meets its
+    # solution exactly as in the examples ("Question: ...\n<code>").
+    parts.append(f"Question: {question.strip()}")
     return "\n\n".join(parts)
 
 

@@ -10,7 +10,7 @@ from pipeline.engines.base import Completion, derive_seed
 
 # Everything a few-shot prompt holds before the question: the instruction and the worked
 # examples, whose solutions open with the same marker as the one being searched.
-_FEW_SHOT_HEAD = steps.few_shot_prompt("").removesuffix("\n")
+_FEW_SHOT_HEAD = steps.few_shot_prompt("")
 
 
 def partial_solution(prompt_and_solution: str) -> str:

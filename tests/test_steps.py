@@ -46,5 +46,9 @@ def test_prompts():
         "<|user|>:\nWhat is 2+2?\n<|assistant|>: Let's think step by step and solve the problem with code."
     )
     few_shot = steps.few_shot_prompt("What is 2+2?")
-    assert few_shot.endswith("Question: What is 2+2?\n") and few_shot.count("Question: ") == 3
+    assert few_shot.endswith("Question: What is 2+2?") and few_shot.count("Question: ") == 3
+    # The asked question meets its solution as the worked examples' questions meet theirs.
+    example = steps._FEW_SHOT_EXAMPLES[0][0]
+    assert f"Question: {example}\n<code>\n" in few_shot
+    assert steps.generation_prefix(few_shot, []).endswith("Question: What is 2+2?\n<code>\n")
     assert steps.generation_prefix("P", ["a\n<end_of_step>\n"]) == "P\n<code>\na\n<end_of_step>\n"
