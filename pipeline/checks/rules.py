@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.checks.contracts import SPLITS, TERMINAL_KINDS
+from pipeline.sql import MARGIN_TOLERANCE
 
 TOLERANCE = 1e-6  # for values one column derives from others (q = W / N, margin, mean Q)
 
@@ -310,7 +311,7 @@ def pairs_checks(min_margin: float) -> list[Check]:
         ),
         between("chosen_q", -1, 1),
         between("rejected_q", -1, 1),
-        between("margin", min_margin, None),
+        between("margin", min_margin - MARGIN_TOLERANCE, None),
         between("weight", 0, 1, strict_low=True),
         in_set("split", SPLITS),
         sql(

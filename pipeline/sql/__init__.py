@@ -76,6 +76,11 @@ def derive_sft(
         return _write(con, "sft", params, out_path)
 
 
+# Q values are W / N, so a margin the rule means to keep can land a hair under the threshold
+# (0.7 - 0.2 == 0.49999999999999994): margins within this much of `min_margin` count as equal.
+MARGIN_TOLERANCE = 1e-9
+
+
 def derive_pairs(
     nodes_path: Source,
     problems_path: Source,
@@ -93,7 +98,7 @@ def derive_pairs(
     if min_edit < 0 or min_edit != int(min_edit):
         raise ValueError(f"min_edit must be a whole number >= 0, got {min_edit}")
     params = {
-        "min_margin": float(min_margin),
+        "min_margin": float(min_margin) - MARGIN_TOLERANCE,
         "min_edit": int(min_edit),
         "heldout_fraction": float(heldout_fraction),
         "prefix_glue": PREFIX_GLUE,
