@@ -69,23 +69,20 @@ def _judge(response: str, truth: str, program: str, result, grade) -> Verdict:
     return Verdict(True, "ok")
 
 
-def rerank(
-    groups: Sequence[Hashable], verdicts: Sequence[Verdict], per_group: int | None = None
-) -> list[int | None]:
+def rerank(groups: Sequence[Hashable], verdicts: Sequence[Verdict]) -> list[int | None]:
     """The SFT rank of each candidate once the filter has judged it (DESIGN.md 2, "SFT set").
 
     ``groups`` holds each candidate's (problem_id, round), in the rank order ``derive_sft``
     writes. Kept candidates are numbered 1, 2, ... within their group, so dropping a rank-1
     pick does not leave a lone rank 2 (the ``sft`` contract wants ranks to run 1, 2, ...).
-    Dropped candidates, and kept ones past the first ``per_group`` of their group, get None:
-    a stage can verify more candidates than it keeps and still keep the best verified ones.
+    Dropped candidates get None.
     """
     if len(groups) != len(verdicts):
         raise ValueError(f"rerank: {len(groups)} candidates but {len(verdicts)} verdicts")
     taken: Counter = Counter()
     ranks: list[int | None] = []
     for group, verdict in zip(groups, verdicts):
-        if not verdict.keep or (per_group is not None and taken[group] >= per_group):
+        if not verdict.keep:
             ranks.append(None)
             continue
         taken[group] += 1

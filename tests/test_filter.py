@@ -68,7 +68,5 @@ def test_kept_picks_are_ranked_1_2_within_each_problem_and_round():
     # p1 round 1: its rank-1 pick is dropped, so the next two become ranks 1 and 2 (a lone
     # rank 2 breaks the `sft` contract); p2: rank 1 stays, rank 2 is dropped; p1 round 2: 1.
     assert rerank(groups, verdicts) == [None, 1, 2, 1, None, 1]
-    # Keeping one per group: p1 round 1's third candidate passed but is not needed.
-    assert rerank(groups, verdicts, per_group=1) == [None, 1, None, 1, None, 1]
     with pytest.raises(ValueError, match="3 candidates but 1 verdicts"):
         rerank(groups[:3], [ok])
