@@ -135,9 +135,15 @@ _LOST_BACKSLASH = re.compile(r"[\t\f\b\r](?=[A-Za-z])")
 _LOST_ESCAPES = {"\t": "\\t", "\f": "\\f", "\b": "\\b", "\r": "\\r"}
 
 
+def restore_lost_backslashes(text: str) -> str:
+    """``"\\tfrac"`` read by JSON as TAB + ``frac`` becomes ``\\tfrac`` again (answers only:
+    questions may hold real tabs before words)."""
+    return _LOST_BACKSLASH.sub(lambda match: _LOST_ESCAPES[match.group()], text)
+
+
 def _clean(text: str) -> str:
     """Formatting that never carries value; the result is what math-verify is given."""
-    text = _LOST_BACKSLASH.sub(lambda match: _LOST_ESCAPES[match.group()], text)
+    text = restore_lost_backslashes(text)
     if any(command in text for command in _BOX_COMMANDS):
         text = extract_answer(text) or ""
     if "####" in text:  # a GSM8K answer line, or a whole worked solution ending in one

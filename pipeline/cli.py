@@ -13,7 +13,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
+console = Console(soft_wrap=True)  # an error stays one line, however long its path
 
 
 @app.command()
@@ -96,6 +96,7 @@ def evaluate_models(
     from pipeline.evaluate import EvalConfig, evaluate, held_out_problems
     from pipeline.io import write_json
     from pipeline.mcts import MCTSConfig
+    from pipeline.problems import ProblemSourceError
     from pipeline.sandbox import Sandbox
 
     settings = load_params(params)
@@ -103,6 +104,11 @@ def evaluate_models(
         settings, "evaluate", EvalConfig, source=problems, problems=limit, samples=samples
     )
     search = group(settings, "mcts", MCTSConfig)
+    try:  # before the model loads: a bad problem file should fail in a second, in one line
+        problem_list, levels = held_out_problems(config)
+    except ProblemSourceError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
     engine_options = dict(settings.get("engine") or {})
     engine = make_engine(engine_options.pop("kind", "transformers"), str(policy), **engine_options)
     scorer = None
@@ -110,7 +116,6 @@ def evaluate_models(
         from pipeline.ppm import PPM
 
         scorer = PPM.load(ppm)
-    problem_list, levels = held_out_problems(config)
     with Sandbox(**vars(group(settings, "sandbox", SandboxConfig))) as sandbox:
         metrics = evaluate(
             engine, sandbox, problem_list, search, config, scorer=scorer, levels=levels

@@ -30,6 +30,7 @@ import keyword
 import math
 import operator
 import re
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -82,6 +83,12 @@ _WORD_NUMBERS = {
 }
 # Constants too common to be read as "the result of an earlier step".
 _COMMON_CONSTANTS = frozenset({0, 1, 2, 100})
+# Bounds on what a calculation may be: GSM8K's longest annotation has 36 characters and its
+# numbers stay far below 1e15. Beyond them Python's parser and float() raise (RecursionError,
+# OverflowError) instead of refusing, which would end a whole load with a traceback.
+_MAX_EXPRESSION_CHARS = 200
+_MAX_DEPTH = 40
+_MAX_VALUE = 1e15
 
 _STOPWORDS = frozenset(
     word
@@ -161,18 +168,30 @@ def to_python(expression: str) -> ast.expr | None:
     text = _IMPLICIT_TIMES.sub(" * ", text)
     text = _PERCENT.sub(r"(\1 / 100)", text)
     text = _LEADING_ZEROS.sub("", text).strip()
-    if not text:
+    if not text or len(text) > _MAX_EXPRESSION_CHARS:
         return None
     try:
-        tree = ast.parse(text, mode="eval").body
-    except SyntaxError:
+        with warnings.catch_warnings():  # "1ex" warns "invalid decimal literal" on stderr
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(text, mode="eval").body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # ValueError: a NUL byte
         return None
-    return tree if _is_arithmetic(tree) else None
+    return tree if _depth(tree) <= _MAX_DEPTH and _is_arithmetic(tree) else None
+
+
+def _depth(tree: ast.AST) -> int:
+    """Nesting depth of an AST, counted without recursion (the tree may be very deep)."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 def _is_arithmetic(node: ast.AST) -> bool:
     if isinstance(node, ast.Constant):
-        return type(node.value) in (int, float)
+        return type(node.value) in (int, float) and abs(node.value) <= _MAX_VALUE  # inf too
     if isinstance(node, ast.Name):
         return True
     if isinstance(node, ast.BinOp):
@@ -205,7 +224,7 @@ def evaluate(node: ast.expr, env: dict[str, Number]) -> Number:
     if isinstance(node.op, ast.Pow) and (abs(right) > 64 or abs(left) > 10**6):
         raise ArithmeticError("power too large")
     value = _BINARY[type(node.op)](left, right)
-    if isinstance(value, complex) or not math.isfinite(value) or abs(value) > 1e15:
+    if isinstance(value, complex) or not math.isfinite(value) or abs(value) > _MAX_VALUE:
         raise ArithmeticError("not a finite real number of sensible size")
     return value
 
@@ -284,6 +303,8 @@ def _parse_result(result: str) -> tuple[Fraction, Fraction] | None:
     try:
         value = Fraction(whole) + Fraction(fraction or 0)
     except (ValueError, ZeroDivisionError):
+        return None
+    if abs(value) > _MAX_VALUE:  # "1e309": no program prints it, and float() would overflow
         return None
     decimals = len(text.split(".", 1)[1]) if "." in text else 0
     tolerance = Fraction(1, 2 * 10**decimals)

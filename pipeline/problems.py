@@ -12,21 +12,30 @@ Sources, chosen by the ``source`` string:
 Every problem gets ``problem_id`` = hash of its normalised question, so ids are stable across
 builds; duplicates (same id) are dropped keeping the first and counted. Train/test splits are
 assigned by hashing the id, so adding problems never moves others between splits.
+
+Files are UTF-8 (a byte-order mark is skipped) with LF or CRLF line ends; texts are stored with
+LF line ends, so a CRLF copy of a file gives the same problems. A malformed file, row or
+option is a one-line :class:`ProblemSourceError` naming the file, line/row and column or option
+(DESIGN.md section 7), raised before anything is returned.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
+import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from pipeline.answer import restore_lost_backslashes
 from pipeline.generator import LEVELS, generate_problems
 from pipeline.gsm8k import GSM8KFormatError, convert_worked_solution, looks_like_gsm8k
 from pipeline.ids import problem_id
@@ -125,22 +134,27 @@ def read_problems(
         raise ProblemSourceError("give either split or test_fraction, not both")
     if format is not None and format not in FORMATS:
         raise ProblemSourceError(f"unknown format {format!r}: expected one of {', '.join(FORMATS)}")
+    # Options are checked before any file is read: a typo should not cost a long load.
     mapping = _column_mapping(columns)
-    cap = limit if limit is not None else (n if source != GENERATED else None)
-    if cap is not None and cap < 0:
-        raise ProblemSourceError(f"limit must be >= 0, got {cap}")
+    _check_count("n", n, generated=source == GENERATED)
+    _check_count("limit", limit)
+    _check_fraction(test_fraction)
+    # 0 means "all" for a file (profiles/paper.yaml: `n: 0  # 0: all`), as for `rstar eval`.
+    cap = (limit if limit is not None else (n if source != GENERATED else None)) or None
     if source == GENERATED:
         if mapping or format:
             raise ProblemSourceError(
                 "options columns and format do not apply to source 'generated'"
             )
-        frame = _generated(400 if n is None else n, seed, LEVELS if levels is None else levels)
+        frame = _generated(400 if n is None else n, seed, _check_levels(levels))
         default_split = "train"
     else:
         if levels is not None:
             raise ProblemSourceError("option levels applies only to source 'generated'")
         label, rows, default_split = _open_source(source)
         frame = _to_frame(rows, mapping, format, label, stop_after=cap if dedupe else None)
+        if frame.is_empty():  # an empty table would only fail later, in every later stage
+            raise ProblemSourceError(f"{source}: no problems in the source")
     if name:
         frame = frame.with_columns(source=pl.lit(name))
     frame, duplicates = dedupe_problems(frame) if dedupe else (frame, frame.clear())
@@ -165,13 +179,44 @@ def split_problems(frame: pl.DataFrame, test_fraction: float, seed: int = 0) -> 
     Each problem's split depends on its own id only, so adding or removing problems never moves
     another one between splits; about ``test_fraction`` of them land in ``test``.
     """
-    if not 0.0 <= test_fraction <= 1.0:
-        raise ProblemSourceError(f"test_fraction must be within [0, 1], got {test_fraction}")
+    _check_fraction(test_fraction)
     splits = [
         "test" if _unit_hash(f"{seed}:{pid}") < test_fraction else "train"
         for pid in frame["problem_id"]
     ]
     return frame.with_columns(split=pl.Series(splits, dtype=pl.String))
+
+
+def _check_count(option: str, value: object, generated: bool = False) -> None:
+    """``n`` / ``limit``: a whole number (params.yaml may hold ``2.5`` or ``"5"``), >= 0 for a
+    file (0 = all) and >= 1 for the generator, which has no "all"."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProblemSourceError(f"{option} must be a whole number, got {value!r}")
+    if generated and value < 1:
+        raise ProblemSourceError(f"{option} must be >= 1 for source 'generated', got {value}")
+    if value < 0:
+        raise ProblemSourceError(f"{option} must be >= 0 (0 = all), got {value}")
+
+
+def _check_fraction(value: object) -> None:
+    """``test_fraction``: a number in [0, 1] (NaN fails both comparisons)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ProblemSourceError(f"test_fraction must be a number within [0, 1], got {value!r}")
+
+
+def _check_levels(levels: object) -> list[int]:
+    """The generator's difficulty levels: a non-empty list drawn from 1-5."""
+    if levels is None:
+        return list(LEVELS)
+    valid = isinstance(levels, (list, tuple)) and bool(levels)
+    valid = valid and all(type(level) is int and level in LEVELS for level in levels)
+    if not valid:
+        raise ProblemSourceError(f"levels must be a non-empty list of 1-5, got {levels!r}")
+    return list(levels)
 
 
 def _unit_hash(text: str) -> float:
@@ -209,15 +254,20 @@ def _open_source(source: str) -> tuple[str, Iterator[_Row], str]:
     if source.startswith(HF_PREFIX):
         return _open_hf(source)
     path = Path(source)
-    if path.suffix not in FILE_TYPES:
+    suffix = path.suffix.lower()  # PROBLEMS.JSONL is JSON lines too
+    if suffix not in FILE_TYPES:
         raise ProblemSourceError(
             f"unknown source {source!r}: expected 'generated', a {'/'.join(FILE_TYPES)} path "
             "or hf:<dataset>[:<config>][@<split>]"
         )
+    if path.is_dir():
+        raise ProblemSourceError(f"{path}: is a directory, not a file")
     if not path.is_file():
         raise ProblemSourceError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ProblemSourceError(f"{path}: empty file")
     readers = {".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet}
-    return path.stem, readers[path.suffix](path), _split_from_name(path.stem)
+    return path.stem, readers[suffix](path), _split_from_name(path.stem)
 
 
 def _split_from_name(stem: str) -> str:
@@ -226,11 +276,17 @@ def _split_from_name(stem: str) -> str:
 
 
 def _read_jsonl(path: Path) -> Iterator[_Row]:
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
+    """Streams the lines; bytes are decoded line by line so a bad byte's line can be named."""
+    try:
+        lines = path.open("rb")
+    except OSError as error:
+        raise ProblemSourceError(f"{path}: cannot read ({error.strerror})") from None
+    with lines:
+        for number, raw in enumerate(lines, 1):
+            where = f"{path}: line {number}"
+            line = _decode(path, raw, number)
             if not line.strip():
                 continue
-            where = f"{path}: line {number}"
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
@@ -243,16 +299,21 @@ def _read_jsonl(path: Path) -> Iterator[_Row]:
 
 
 def _read_json(path: Path) -> Iterator[_Row]:
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("{"):  # JSON lines saved as .json
-        yield from _read_jsonl(path)
-        return
+    try:
+        text = _decode(path, path.read_bytes())
+    except OSError as error:
+        raise ProblemSourceError(f"{path}: cannot read ({error.strerror})") from None
     try:
         records = json.loads(text)
     except json.JSONDecodeError as error:
+        if text.lstrip().startswith("{"):  # JSON lines saved as .json
+            yield from _read_jsonl(path)
+            return
         raise ProblemSourceError(
             f"{path}: malformed JSON at line {error.lineno} ({error.msg})"
         ) from None
+    if isinstance(records, dict):  # one object, pretty-printed: one record, like one JSON line
+        records = [records]
     if not isinstance(records, list):
         raise ProblemSourceError(f"{path}: expected a JSON list of objects")
     for number, record in enumerate(records, 1):
@@ -264,11 +325,28 @@ def _read_json(path: Path) -> Iterator[_Row]:
         yield _Row(where, record, {"file": path.name, "row": number})
 
 
+def _decode(path: Path, raw: bytes, line: int = 1) -> str:
+    """UTF-8 text of a file (or of its ``line``); a byte-order mark at its start is skipped."""
+    if line == 1 and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ProblemSourceError(f"{path}: UTF-16 text; save the file as UTF-8")
+    try:
+        return raw.decode("utf-8-sig" if line == 1 else "utf-8")
+    except UnicodeDecodeError as error:
+        line += raw.count(b"\n", 0, error.start)  # a whole file: count the lines before
+        raise ProblemSourceError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{raw[error.start]:02x}); "
+            "save the file as UTF-8"
+        ) from None
+
+
 def _read_parquet(path: Path) -> Iterator[_Row]:
     try:
         frame = pl.read_parquet(path)
     except Exception as error:  # noqa: BLE001 - polars raises several kinds for a broken file
         raise ProblemSourceError(f"{path}: cannot read Parquet ({_first_line(error)})") from None
+    # A float32 0.1 reads back as 0.10000000149011612; its shortest decimal text is what was
+    # written, so float32 columns go through text to float64.
+    frame = frame.with_columns(pl.col(pl.Float32).cast(pl.String).cast(pl.Float64))
     for number, record in enumerate(frame.iter_rows(named=True), 1):
         yield _Row(f"{path}: row {number}", record, {"file": path.name, "row": number})
 
@@ -280,7 +358,12 @@ def _open_hf(source: str) -> tuple[str, Iterator[_Row], str]:
     split = split or "train"
     if not dataset:
         raise ProblemSourceError(f"{source!r}: expected hf:<dataset>[:<config>][@<split>]")
-    import datasets  # heavy; only needed for this source
+    try:
+        import datasets  # heavy; only needed for this source
+    except ImportError:
+        raise ProblemSourceError(
+            f"hf:{dataset} needs the `datasets` package: pip install datasets"
+        ) from None
 
     try:
         table = datasets.load_dataset(dataset, config or None, split=split)
@@ -304,13 +387,22 @@ def _first_line(error: BaseException) -> str:
 # --------------------------------------------------------------------------- rows -> frame
 
 
-def _column_mapping(columns: dict[str, str] | None) -> dict[str, str]:
-    mapping = dict(columns or {})
-    unknown = sorted(set(mapping) - set(MAPPABLE))
+def _column_mapping(columns: object) -> dict[str, str]:
+    if columns is None:
+        return {}
+    if not isinstance(columns, Mapping):
+        raise ProblemSourceError(
+            f"columns must map question/answer/solution to column names, got {columns!r}"
+        )
+    mapping = dict(columns)
+    unknown = sorted(map(str, set(mapping) - set(MAPPABLE)))
     if unknown:
         raise ProblemSourceError(
             f"columns: unknown key(s) {', '.join(unknown)}; map any of {', '.join(MAPPABLE)}"
         )
+    for role, column in mapping.items():
+        if not isinstance(column, str) or not column:
+            raise ProblemSourceError(f"columns: {role!r} must name a column, got {column!r}")
     return mapping
 
 
@@ -393,37 +485,74 @@ def _field(row: _Row, key: str, role: str) -> Any:
 
 def _text(row: _Row, key: str, role: str) -> str:
     value = _field(row, key, role)
-    if not isinstance(value, str) or not value.strip():
-        raise ProblemSourceError(f"{row.where}: empty or non-text {role} in column {key!r}")
-    return value.strip()
+    if not isinstance(value, str):
+        raise ProblemSourceError(
+            f"{row.where}: {role} in column {key!r} must be text, got {type(value).__name__}"
+        )
+    text = _clean(row, role, value)
+    if not text:
+        raise ProblemSourceError(f"{row.where}: empty {role} in column {key!r}")
+    return text
+
+
+def _clean(row: _Row, role: str, text: str) -> str:
+    """Stripped, with LF line ends; a lone surrogate (an escape such as ``\\ud800`` in JSON)
+    is refused here, since it cannot be hashed into an id or written to Parquet."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProblemSourceError(f"{row.where}: {role} is not valid Unicode") from None
+    return text.replace("\r\n", "\n").strip()
 
 
 def _answer_text(row: _Row, value: object) -> str:
     """Answers are strings: ``42.0`` from a numeric column becomes ``42``, and a list of answers
     (MATH has a few problems with two) becomes ``3, -3``, which graders read as a set."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, list) and value and all(isinstance(v, (str, int)) for v in value):
-        value = ", ".join(str(v).strip() for v in value)
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ProblemSourceError(f"{row.where}: answer must be text or a number, got {value!r}")
-    text = str(value).strip()
-    if not text:
+    parts = value if isinstance(value, list) else [value]
+    if not parts:
         raise ProblemSourceError(f"{row.where}: empty answer")
-    return text
+    return ", ".join(_answer_part(row, part) for part in parts)
+
+
+def _answer_part(row: _Row, value: object) -> str:
+    """One answer value as text (see :func:`_answer_text`)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
+        raise ProblemSourceError(f"{row.where}: answer must be text or a number, got {value!r}")
+    if isinstance(value, str):
+        # CRLF first, so only a lone CR before a letter reads as a lost "\r"; repaired before
+        # stripping, since the leading TAB of "\tfrac12" is the answer's backslash.
+        text = value.replace("\r\n", "\n")
+        # MATH_test.json item 2913 stores "\tfrac" as a TAB + "frac" (pipeline.answer).
+        text = _clean(row, "answer", restore_lost_backslashes(text))
+        if not text:
+            raise ProblemSourceError(f"{row.where}: empty answer")
+        return text
+    if isinstance(value, int):
+        return str(value)
+    if not (value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)):
+        raise ProblemSourceError(f"{row.where}: answer must be a finite number, got {value!r}")
+    if value == int(value):
+        return str(int(value))
+    return format(value.normalize(), "f") if isinstance(value, Decimal) else str(value)
 
 
 def _extra_fields(record: dict[str, Any], used: set[str | None]) -> dict[str, Any]:
-    """Scalar columns beyond the mapped ones (MATH's index, level, type) go into meta."""
+    """Scalar columns beyond the mapped ones (MATH's index, level, type) go into meta; NaN is
+    not JSON (DuckDB's json functions refuse it), so it is stored as null."""
     return {
-        str(key): value
+        str(key): None if isinstance(value, float) and not math.isfinite(value) else value
         for key, value in record.items()
         if key not in used and (value is None or isinstance(value, (str, int, float, bool)))
     }
 
 
 def _json(meta: dict[str, Any]) -> str:
-    return json.dumps(meta, sort_keys=True, ensure_ascii=False)
+    text = json.dumps(meta, sort_keys=True, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate in an extra field: keep it as an \u escape
+        text = json.dumps(meta, sort_keys=True)
+    return text
 
 
 def _frame(records: Iterable[dict[str, Any]]) -> pl.DataFrame:

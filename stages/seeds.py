@@ -42,10 +42,11 @@ class SeedsConfig:
             "seed": self.seed,
             "test_fraction": self.test_fraction,
         }
+        # Passed as given: read_problems checks them and names the option in its error.
         if self.source == GENERATED:
-            options["levels"] = list(self.levels)
+            options["levels"] = self.levels
         else:
-            options["columns"] = dict(self.columns or {})
+            options["columns"] = self.columns or None
         return options
 
 

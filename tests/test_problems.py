@@ -363,7 +363,7 @@ def test_hf_source_passes_config_and_split_and_maps_columns(monkeypatch):
         ('{"problem": "q", "answer": "1"}\n', {}, r"bad\.jsonl: line 1: missing column 'question'"),
         ('{"question": "q", "answer": "1"}\n', {"columns": {"answer": "final"}}, r"line 1: missing column 'final' \(mapped to answer\)"),
         ('{"question": "q", "answer": "  "}\n', {}, r"bad\.jsonl: line 1: empty answer"),
-        ('{"question": "", "answer": "1"}\n', {}, r"line 1: empty or non-text question"),
+        ('{"question": "", "answer": "1"}\n', {}, r"line 1: empty question in column 'question'"),
         ('{"question": "q", "answer": "no marker"}\n', {"format": "gsm8k"}, r"line 1: no '#### <answer>' line"),
         ('{"question": "q", "answer": "x\\n#### "}\n', {}, r"line 1: empty answer after '####'"),
         ('{"question": "q", "answer": "1"}\n', {"columns": {"prompt": "q"}}, r"columns: unknown key\(s\) prompt"),
@@ -467,4 +467,285 @@ def test_seeds_stage_reports_bad_params_and_sources_in_one_line(tmp_path):
     params.write_text(f"seeds:\n  source: {tmp_path / 'nothing.jsonl'}\n")
     with pytest.raises(SystemExit, match=r"nothing\.jsonl: no such file"):
         main(["--params", str(params), "--out", str(tmp_path / "out")])
+    params.write_text("seeds:\n  source: generated\n  n: 5\n  levels: 3\n")
+    with pytest.raises(SystemExit, match=r"^seeds: .*levels must be a non-empty list"):
+        main(["--params", str(params), "--out", str(tmp_path / "out")])
+    pool = write_jsonl(tmp_path / "pool.jsonl", [{"question": "What is 1 + 1?", "answer": "2"}])
+    params.write_text(f"seeds:\n  source: {pool}\n  columns: [question]\n")
+    with pytest.raises(SystemExit, match=r"^seeds: .*columns must map"):
+        main(["--params", str(params), "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- review: options
+
+
+def test_n_zero_means_all_rows_of_a_file_as_the_paper_profile_says(tmp_path):
+    # profiles/paper.yaml sets `n: 0  # 0: all`; three distinct rows -> three problems.
+    rows = [{"question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(3)]
+    path = write_jsonl(tmp_path / "pool.jsonl", rows)
+    assert load_problems(str(path), n=0)["answer"].to_list() == ["1", "2", "3"]
+    assert load_problems(str(path), limit=0).height == 3
+    # Generating zero problems is never what a user means.
+    with pytest.raises(ProblemSourceError, match=r"n must be >= 1 for source 'generated', got 0"):
+        load_problems("generated", n=0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"n": -1}, r"n must be >= 0 \(0 = all\), got -1"),
+        ({"limit": -5}, r"limit must be >= 0 \(0 = all\), got -5"),
+        ({"n": 2.5}, r"n must be a whole number, got 2\.5"),
+        ({"n": "5"}, r"n must be a whole number, got '5'"),
+        ({"n": True}, r"n must be a whole number, got True"),
+        ({"test_fraction": 1.5}, r"test_fraction must be a number within \[0, 1\], got 1\.5"),
+        ({"test_fraction": -0.1}, r"test_fraction must be a number within \[0, 1\], got -0\.1"),
+        ({"test_fraction": float("nan")}, r"test_fraction must be .* got nan"),
+        ({"test_fraction": "0.2"}, r"test_fraction must be a number within \[0, 1\], got '0\.2'"),
+        ({"columns": ["question"]}, r"columns must map question/answer/solution to column names"),
+        ({"columns": {"question": 3}}, r"columns: 'question' must name a column, got 3"),
+    ],
+)  # fmt: skip
+def test_bad_option_values_are_one_line_errors_naming_the_option(tmp_path, options, message):
+    path = write_jsonl(tmp_path / "ok.jsonl", [{"question": "What is 1 + 1?", "answer": "2"}])
+    with pytest.raises(ProblemSourceError, match=message) as error:
+        read_problems(str(path), **options)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("levels", [[0], [1, 6], [], 3, ["1"], [True]])
+def test_levels_outside_1_to_5_are_refused_naming_the_option(levels):
+    with pytest.raises(ProblemSourceError, match=r"levels must be a non-empty list of 1-5, got"):
+        read_problems("generated", n=3, levels=levels)
+    with pytest.raises(ProblemSourceError, match=r"n must be >= 1 for source 'generated', got -3"):
+        read_problems("generated", n=-3)
+
+
+# --------------------------------------------------------------------------- review: files
+
+
+def test_a_directory_or_an_empty_file_is_named_as_such(tmp_path):
+    (tmp_path / "folder.jsonl").mkdir()
+    with pytest.raises(ProblemSourceError, match=r"folder\.jsonl: is a directory, not a file"):
+        load_problems(str(tmp_path / "folder.jsonl"))
+    for name in ("empty.jsonl", "empty.json", "empty.parquet"):
+        (tmp_path / name).write_bytes(b"")
+        with pytest.raises(ProblemSourceError, match=rf"{name}: empty file"):
+            load_problems(str(tmp_path / name))
+    # Files with no rows in them: blank lines, an empty JSON list, a Parquet without rows.
+    (tmp_path / "blank.jsonl").write_text("\n  \n")
+    (tmp_path / "nothing.json").write_text("[]")
+    pl.DataFrame(schema={"question": pl.String, "answer": pl.String}).write_parquet(
+        tmp_path / "norows.parquet"
+    )
+    for name in ("blank.jsonl", "nothing.json", "norows.parquet"):
+        with pytest.raises(ProblemSourceError, match=rf"{name}: no problems in the source"):
+            load_problems(str(tmp_path / name))
+
+
+def test_a_byte_order_mark_is_skipped_and_other_encodings_are_named(tmp_path):
+    row = '{"question": "What is 1 + 1?", "answer": "2"}'
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + row.encode() + b"\n")
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf[" + row.encode() + b"]")
+    for name in ("bom.jsonl", "bom.json"):
+        frame = load_problems(str(tmp_path / name))
+        assert frame["problem_id"].to_list() == [problem_id("What is 1 + 1?")]
+    # Latin-1 "é" (byte 0xe9) on line 2: the error names the file and the line.
+    latin = row + "\n" + '{"question": "Caf\xe9 bill?", "answer": "3"}\n'
+    (tmp_path / "latin.jsonl").write_bytes(latin.encode("latin-1"))
+    with pytest.raises(ProblemSourceError, match=r"latin\.jsonl: line 2: not UTF-8 text"):
+        load_problems(str(tmp_path / "latin.jsonl"))
+    (tmp_path / "latin.json").write_bytes(
+        ("[" + row + ",\n" + row.replace("1 + 1", "\xe9") + "]").encode("latin-1")
+    )
+    with pytest.raises(ProblemSourceError, match=r"latin\.json: line 2: not UTF-8 text"):
+        load_problems(str(tmp_path / "latin.json"))
+    (tmp_path / "wide.jsonl").write_bytes((row + "\n").encode("utf-16"))
+    with pytest.raises(
+        ProblemSourceError, match=r"wide\.jsonl: UTF-16 text; save the file as UTF-8"
+    ):
+        load_problems(str(tmp_path / "wide.jsonl"))
+
+
+def test_crlf_files_and_crlf_inside_texts_give_the_same_problems_as_lf(tmp_path):
+    rows = [{"question": "Line one.\r\nWhat is 2 + 2?", "answer": "4\r\n"}]
+    crlf = tmp_path / "crlf.jsonl"
+    crlf.write_bytes(write_jsonl(tmp_path / "x.jsonl", rows).read_bytes().replace(b"\n", b"\r\n"))
+    lf = write_jsonl(
+        tmp_path / "lf.jsonl", [{"question": "Line one.\nWhat is 2 + 2?", "answer": "4"}]
+    )
+    got, want = (
+        load_problems(str(crlf)).row(0, named=True),
+        load_problems(str(lf)).row(0, named=True),
+    )
+    assert got["question"] == "Line one.\nWhat is 2 + 2?" and got["answer"] == "4"
+    assert got["problem_id"] == want["problem_id"]
+
+
+def test_a_lone_surrogate_is_a_row_error_not_a_crash(tmp_path):
+    path = tmp_path / "odd.jsonl"
+    path.write_text('{"question": "What is \\ud800 + 1?", "answer": "2"}\n')
+    with pytest.raises(
+        ProblemSourceError, match=r"odd\.jsonl: line 1: question is not valid Unicode"
+    ):
+        load_problems(str(path))
+
+
+def test_a_pretty_printed_json_object_is_read_as_one_record(tmp_path):
+    path = tmp_path / "one.json"
+    path.write_text('{\n  "data": [1, 2]\n}\n')
+    with pytest.raises(
+        ProblemSourceError, match=r"one\.json: item 1: missing column 'question'; columns are data"
+    ):
+        load_problems(str(path))
+
+
+# --------------------------------------------------------------------------- review: answers
+
+
+@pytest.mark.parametrize(
+    ("answer", "stored"),
+    [
+        (3, "3"),
+        (2.0, "2"),  # a float column's whole number reads as the integer
+        ([1.5, 2], "1.5, 2"),  # a list of answers, floats included, is a set
+        ("\tfrac{1}{2}", "\\tfrac{1}{2}"),  # JSON read "\t" of "\tfrac" as a TAB: put it back
+        ("\x0crac{3}{4}", "\\frac{3}{4}"),  # "\f" of "\frac" read as a form feed
+        (["\\left(\tfrac32, 1\\right)", "(0, 0)"], "\\left(\\tfrac32, 1\\right), (0, 0)"),
+        ("4 \x08eta", "4 \\beta"),
+    ],
+)
+def test_non_string_answers_and_lost_backslashes_are_stored_as_text(tmp_path, answer, stored):
+    path = tmp_path / "answers.json"
+    path.write_text(json.dumps([{"question": "A\tquestion keeps\ttabs?", "answer": answer}]))
+    row = load_problems(str(path)).row(0, named=True)
+    assert row["answer"] == stored
+    # Tabs in questions are real (MATH has "have\tequal\tperimeters"): left alone.
+    assert row["question"] == "A\tquestion keeps\ttabs?"
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (float("nan"), r"line 1: answer must be a finite number, got nan"),
+        (float("inf"), r"line 1: answer must be a finite number, got inf"),
+        ([], r"line 1: empty answer"),
+        ([1, None], r"line 1: answer must be text or a number, got None"),
+        ([[1]], r"line 1: answer must be text or a number, got \[1\]"),
+    ],
+)
+def test_answers_that_are_not_a_value_are_row_errors(tmp_path, answer, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"question": "q?", "answer": answer}) + "\n")  # NaN is allowed
+    with pytest.raises(ProblemSourceError, match=message):
+        load_problems(str(path))
+
+
+def test_parquet_decimal_and_float32_answers_read_as_written(tmp_path):
+    from decimal import Decimal
+
+    path = tmp_path / "typed.parquet"
+    pl.DataFrame(
+        {"question": ["a?", "b?"], "answer": [0.1, 2.5], "price": [Decimal("1.50"), Decimal("2")]},
+        schema={"question": pl.String, "answer": pl.Float32, "price": pl.Decimal(10, 2)},
+    ).write_parquet(path)
+    # float32 0.1 is 0.10000000149011612 as a Python float; the file says 0.1.
+    assert load_problems(str(path))["answer"].to_list() == ["0.1", "2.5"]
+    assert load_problems(str(path), columns={"answer": "price"})["answer"].to_list() == ["1.5", "2"]
+    wrong = tmp_path / "ints.parquet"
+    pl.DataFrame({"question": [1, 2], "answer": ["1", "2"]}).write_parquet(wrong)
+    with pytest.raises(
+        ProblemSourceError,
+        match=r"ints\.parquet: row 1: question in column 'question' must be text, got int",
+    ):
+        load_problems(str(wrong))
+
+
+def test_meta_stays_strict_json_with_nan_or_a_lone_surrogate_in_extra_columns(tmp_path):
+    # NaN is not JSON (DuckDB's json functions refuse it) and a lone surrogate cannot be
+    # written to Parquet: they become null and an escape, instead of failing the load.
+    path = tmp_path / "extra.jsonl"
+    path.write_text('{"question": "q?", "answer": "1", "score": NaN, "note": "\\ud800"}\n')
+    frame = load_problems(str(path))
+    frame.write_parquet(tmp_path / "out.parquet")
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    meta = json.loads(frame["meta"][0], parse_constant=refuse)
+    assert meta == {"file": "extra.jsonl", "note": "\ud800", "row": 1, "score": None}
+
+
+@needs(MATH_TEST)
+def test_math_test_answer_with_a_tab_for_a_backslash_is_repaired():
+    # MATH_test.json item 2913 holds "\\left(\tfrac32, ..." : JSON turned "\t" into a TAB.
+    math = load_problems(str(MATH_TEST))
+    answers = {
+        json.loads(meta)["row"]: answer for meta, answer in math.select("meta", "answer").rows()
+    }
+    assert answers[2913].startswith("\\left(\\tfrac32, -\\tfrac52\\right), ")
+    assert not math["answer"].str.contains("[\t\x08\x0c]").any()
+
+
+# --------------------------------------------------------------------------- review: hub, stage
+
+
+def test_hf_source_without_the_datasets_package_is_one_line(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` raises ImportError
+    with pytest.raises(ProblemSourceError, match=r"hf:org/set needs the `datasets` package"):
+        load_problems("hf:org/set")
+
+
+def test_seeds_stage_loads_a_whole_file_with_n_zero_and_keeps_duplicates_to_look_at(tmp_path):
+    from stages.seeds import main
+
+    rows = [{"question": f"What is {i} * 2?", "answer": str(2 * i)} for i in range(4)]
+    source = write_jsonl(tmp_path / "pool.jsonl", rows + rows[:1])  # the first one twice
+    params = tmp_path / "params.yaml"
+    params.write_text(f"seeds:\n  source: {source}\n  n: 0\n  test_fraction: 0.5\n")
+    out = tmp_path / "seeds"
+    main(["--params", str(params), "--out", str(out)])
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["problems"] == 4 and stats["duplicates_dropped"] == 1
+    assert pl.read_parquet(out / "dropped.parquet")["question"].to_list() == ["What is 0 * 2?"]
+
+
+def test_seeds_stage_writes_nothing_for_an_undecodable_file(tmp_path):
+    from stages.seeds import main
+
+    source = tmp_path / "pool.jsonl"
+    source.write_bytes(b'{"question": "Caf\xe9?", "answer": "1"}\n')
+    params = tmp_path / "params.yaml"
+    params.write_text(f"seeds:\n  source: {source}\n")
+    with pytest.raises(SystemExit, match=r"seeds: .*pool\.jsonl: line 1: not UTF-8 text"):
+        main(["--params", str(params), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- review: GSM8K
+
+
+@pytest.mark.parametrize(
+    "worked",
+    [
+        "It is <<1e400=1e400>>1e400 things.\n#### 5",  # a constant beyond floats
+        "It is <<1e308*10=1e309>>1e309 things.\n#### 5",  # a result beyond floats
+        "It is <<" + "1+" * 900 + "1=901>>901 things.\n#### 901",  # deeper than Python recurses
+        "It is <<" + "-" * 400 + "1=1>>1 thing.\n#### 1",
+        "It is " + "1+" * 3000 + "1 = 3001 things.\n#### 3001",
+    ],
+)
+def test_gsm8k_conversion_refuses_absurd_calculations_instead_of_crashing(worked):
+    # Each used to raise (OverflowError, RecursionError) and end the load with a traceback.
+    # Now the calculation is unusable: an annotated one keeps its written result literally
+    # (as for any unparsable annotation), a prose one is skipped.
+    conversion = convert_worked_solution("A question.", worked)
+    answer = worked.rsplit("#### ", 1)[1]
+    assert conversion.answer == answer
+    if conversion.solution is None:
+        assert conversion.reason
+    else:
+        assert printed_output(conversion.solution) == answer
