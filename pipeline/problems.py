@@ -519,11 +519,10 @@ def _answer_part(row: _Row, value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
         raise ProblemSourceError(f"{row.where}: answer must be text or a number, got {value!r}")
     if isinstance(value, str):
-        # CRLF first, so only a lone CR before a letter reads as a lost "\r"; repaired before
-        # stripping, since the leading TAB of "\tfrac12" is the answer's backslash.
-        text = value.replace("\r\n", "\n")
-        # MATH_test.json item 2913 stores "\tfrac" as a TAB + "frac" (pipeline.answer).
-        text = _clean(row, "answer", restore_lost_backslashes(text))
+        # MATH_test.json item 2913 stores "\tfrac" as a TAB + "frac" (pipeline.answer). Repaired
+        # before _clean strips it: that leading TAB is the answer's backslash. (The CR of a CRLF
+        # is followed by "\n", not a letter, so it is left for _clean.)
+        text = _clean(row, "answer", restore_lost_backslashes(value))
         if not text:
             raise ProblemSourceError(f"{row.where}: empty answer")
         return text

@@ -43,7 +43,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         candidates_path = Path(scratch) / "candidates.parquet"
         derive_sft(nodes, layout.PROBLEMS, candidates_path, per_problem=config.per_problem)
-        candidates = pl.read_parquet(candidates_path).sort("problem_id", "round", "rank")
+        candidates = pl.read_parquet(candidates_path)  # in (problem_id, round, rank) order
     truths = candidates.join(pl.read_parquet(layout.PROBLEMS, columns=["problem_id", "answer"]), on="problem_id", how="left")
     with Sandbox(**vars(sandbox_config)) as sandbox:
         verdicts = verify_responses(truths["response"].to_list(), truths["answer"].to_list(), sandbox)

@@ -29,13 +29,11 @@ class ScriptedEngine:
     def __init__(self, script: Callable[[str], list[str]]) -> None:
         self.script = script
         self.calls: list[list[str]] = []
-        self.seeds: list[int] = []
 
     def generate(self, prompts: list[str], n: int = 1, *, stop: Sequence[str] = (),
                  max_new_tokens: int = 256, temperature: float = 0.7, top_p: float = 1.0,
                  seed: int = 0) -> list[list[Completion]]:  # fmt: skip
         self.calls.append(list(prompts))
-        self.seeds.append(seed)
         results = []
         for index, prompt in enumerate(prompts):
             texts = self.script(partial_solution(prompt))
