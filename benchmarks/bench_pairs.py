@@ -85,7 +85,7 @@ class RefTree:
     def _count(self, node: dict) -> tuple[int, int]:
         kind = node["terminal_kind"]
         correct = int(kind == "answer" and node["correct"] is True)
-        wrong = int((kind == "answer" and node["correct"] is False) or kind == "too_many_errors")
+        wrong = int(kind == "answer" and node["correct"] is False)  # graded answers only
         for child in self.children[node["node_id"]]:
             c, w = self._count(child)
             correct += c
@@ -147,7 +147,9 @@ def reference_pairs(
                         continue
                     best = tree.continuation_mean(pos, tree.correct, best=True)
                     worst = tree.continuation_mean(neg, tree.wrong, best=False)
-                    if best <= worst or margin < min_margin:
+                    # The one tolerance of the rule: a margin a rounding error under
+                    # min_margin is kept (pipeline.sql.MARGIN_TOLERANCE).
+                    if best <= worst or margin < min_margin - sql.MARGIN_TOLERANCE:
                         continue
                     if not edit_distance_at_least(pos["step_text"], neg["step_text"], min_edit):
                         continue
@@ -293,17 +295,19 @@ def synthetic_tree(rng: random.Random, problem_id: str, round_: int, cap: int) -
         if at != 0 and rng.random() > 0.62:
             continue  # left unexpanded
         texts: set[str] = set()
-        for _ in range(rng.randint(3, 5)):
-            child_depth = depth + 1
-            p_terminal = 0.15 + 0.12 * child_depth
+        child_depth = depth + 1
+        # An expansion that reached an answer keeps that sample alone (DESIGN.md 2); otherwise
+        # its samples are code, some of them invalid terminals. max_depth spares answers only.
+        if rng.random() < 0.04 + 0.07 * child_depth:
+            kinds: list[str | None] = ["answer"]
+        else:
+            kinds = [
+                rng.choices((None, "too_many_errors", "unparsable"), weights=(88, 7, 5))[0]
+                for _ in range(rng.randint(3, 5))
+            ]
             if child_depth > 7:
-                kind: str | None = "too_deep"
-            elif rng.random() < p_terminal:
-                kind = rng.choices(("answer", "too_many_errors", "unparsable"), weights=(85, 9, 6))[
-                    0
-                ]
-            else:
-                kind = None
+                kinds = [kind or "too_deep" for kind in kinds]
+        for kind in kinds:
             if kind == "answer":
                 correct = rng.random() < p_correct
                 value = 42 if correct else rng.randint(0, 60)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import polars as pl
 
@@ -31,7 +31,18 @@ class EvalConfig:
     mcts_rollouts: int = 4  # PPM-guided search budget per problem
     mcts_children: int = 4
     vote_top: int = 3  # answer of PPM-guided MCTS: vote among the top-scoring trajectories
+    # The reference's evaluation: this many independent PPM-guided searches per problem, each
+    # giving its best-scored answer, and a majority vote over them (0: off).
+    mcts_runs: int = 0
+    mcts: dict = field(default_factory=dict)  # overrides of the `mcts` group for evaluation
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("problems", "mcts_rollouts", "mcts_runs", "vote_top"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"evaluate.{name} must not be negative, got {getattr(self, name)}")
+        if self.samples < 1 or self.mcts_children < 1:
+            raise ValueError("evaluate.samples and evaluate.mcts_children must be at least 1")
 
 
 @dataclass
@@ -137,6 +148,44 @@ def ppm_guided_mcts(
     return correct / max(len(trees), 1)
 
 
+def best_answer(tree: SearchTree) -> Node | None:
+    """The answer leaf the PPM scored highest in one search; ties go to the earliest found."""
+    return max(_answer_leaves(tree), key=lambda leaf: leaf.ppm_score, default=None)
+
+
+def majority(answers: list[str], same: Callable[[str, str], bool] = is_equivalent) -> str | None:
+    """The answer most runs agree on (by equivalence); ties go to the answer seen first."""
+    groups: list[list[str]] = []
+    for answer in answers:
+        for members in groups:
+            if same(answer, members[0]):
+                members.append(answer)
+                break
+        else:
+            groups.append([answer])
+    return max(groups, key=len)[0] if groups else None
+
+
+def voted_mcts_runs(
+    engine, sandbox: CodeRunner, problems: Sequence[Problem], scorer: Scorer, search: MCTSConfig,
+    config: EvalConfig, grade: Callable[[str | None, str], bool] = is_equivalent,
+) -> float:  # fmt: skip
+    """rStar-math's evaluation: `mcts_runs` independent PPM-guided searches per problem (one
+    batch), the best-scored answer of each, and a majority vote; share of correct votes."""
+    mcts_config = replace(
+        search, rollouts=config.mcts_rollouts, n_children=config.mcts_children, seed=config.seed
+    )
+    runs = config.mcts_runs
+    copies = [problem for problem in problems for _ in range(runs)]
+    trees = MCTS(engine, sandbox, mcts_config, scorer=scorer, terminal_reward="ppm").search(copies)
+    correct = 0
+    for index, problem in enumerate(problems):
+        leaves = [best_answer(tree) for tree in trees[index * runs : (index + 1) * runs]]
+        answer = majority([leaf.final_answer for leaf in leaves if leaf is not None])
+        correct += answer is not None and grade(answer, problem.answer)
+    return correct / max(len(problems), 1)
+
+
 def by_level(chains: list[list[Chain]], levels: dict[str, str]) -> dict[str, dict[str, float]]:
     """Greedy-or-sampled accuracy split by difficulty level (from problems.meta)."""
     buckets: dict[str, list[list[Chain]]] = {}
@@ -178,6 +227,10 @@ def evaluate(
         accuracy[f"ppm_best_of_{config.samples}"] = best_of_n(sampled, scorer, search.prompt_style)
         if config.mcts_rollouts > 0:
             accuracy["ppm_mcts"] = ppm_guided_mcts(
+                engine, sandbox, problems, scorer, search, config
+            )
+        if config.mcts_rollouts > 0 and config.mcts_runs > 0:
+            accuracy[f"ppm_mcts_vote_of_{config.mcts_runs}"] = voted_mcts_runs(
                 engine, sandbox, problems, scorer, search, config
             )
     return {

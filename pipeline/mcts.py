@@ -250,7 +250,7 @@ class MCTS:
         order: list[str] = []
         wanted: list[str | None] = []
         for candidate in candidates:
-            if candidate.parsed.kind != "code" or self._too_deep(candidate.parent):
+            if candidate.parsed.kind != "code":
                 wanted.append(None)
                 continue
             source = steps.program(candidate.parent.codes() + [candidate.parsed.code])
@@ -269,9 +269,6 @@ class MCTS:
             outputs.append((result.stdout, result.error))
         return outputs
 
-    def _too_deep(self, parent: Node) -> bool:
-        return parent.depth + 1 > self.config.max_depth
-
     def _make_child(
         self, candidate: _Candidate, observation: tuple[str, str | None] | None
     ) -> Node:
@@ -285,9 +282,10 @@ class MCTS:
         child.tokens = candidate.completion.tokens
         child.code = parsed.code if parsed.kind == "code" else ""
 
-        if self._too_deep(parent):
-            _terminate_invalid(child, "too_deep")
-        elif parsed.kind == "unparsable":
+        # The reference's order (rStar-math, agents/mcts.py create_child): unparsable, answer,
+        # code; then max_depth, which applies only to a step that did not end its branch yet, so
+        # an answer is graded at any depth and code past max_depth runs first.
+        if parsed.kind == "unparsable":
             _terminate_invalid(child, "unparsable")
         elif parsed.kind == "answer":
             answer = extract_answer(parsed.text)
@@ -309,6 +307,8 @@ class MCTS:
                 child.consecutive_errors = parent.consecutive_errors + 1
                 if child.consecutive_errors >= self.config.errors_threshold:
                     _terminate_invalid(child, "too_many_errors")
+            if not child.is_terminal and child.depth > self.config.max_depth:
+                _terminate_invalid(child, "too_deep")
         return child
 
     def _ppm_scores(self, nodes: list[tuple[SearchTree, Node]]) -> list[float]:
@@ -325,19 +325,20 @@ class MCTS:
 
 
 def _distinct_candidates(samples: list[Completion]) -> list[tuple[Completion, steps.ParsedStep]]:
-    """Drop exact duplicates; of the samples that reached <end_of_answer>, keep only the first."""
+    """Drop exact duplicates; if any sample stopped at <end_of_answer>, keep that one alone.
+
+    The reference (rStar-math, llms/llms.py) keeps only the first sample whose stop reason is
+    <end_of_answer> and drops every other sample of the expansion, code steps included.
+    """
     seen: set[str] = set()
     kept: list[tuple[Completion, steps.ParsedStep]] = []
-    answered = False
     for completion in samples:
         parsed = steps.parse_step(completion.text)
         if parsed.text in seen:
             continue
         seen.add(parsed.text)
         if parsed.text.endswith(steps.END_OF_ANSWER):
-            if answered:
-                continue
-            answered = True
+            return [(completion, parsed)]
         kept.append((completion, parsed))
     return kept
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pipeline.config import ParamsError
 
 
 def round_arguments(description: str | None, argv: list[str] | None = None) -> argparse.Namespace:
@@ -11,3 +15,12 @@ def round_arguments(description: str | None, argv: list[str] | None = None) -> a
     parser.add_argument("--round", required=True, help="round key, e.g. r1")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     return parser.parse_args(argv)
+
+
+@contextmanager
+def params_errors_as_one_line() -> Iterator[None]:
+    """A wrong parameter ends the stage with one line naming it, not a traceback."""
+    try:
+        yield
+    except ParamsError as error:
+        raise SystemExit(f"error: {error}") from None

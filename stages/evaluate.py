@@ -13,16 +13,16 @@ from pipeline.config import SandboxConfig, group, load_params
 from pipeline.engines import make_engine
 from pipeline.evaluate import EvalConfig, evaluate, held_out_problems
 from pipeline.io import write_json
-from pipeline.mcts import MCTSConfig
+from pipeline.rounds import mcts_with_overrides
 from pipeline.sandbox import Sandbox
-from stages.common import round_arguments
+from stages.common import params_errors_as_one_line, round_arguments
 
 
 def main() -> None:
     args = round_arguments(__doc__)
     params = load_params(args.params)
     config = group(params, "evaluate", EvalConfig)
-    search = group(params, "mcts", MCTSConfig)
+    search = mcts_with_overrides(params, config.mcts, "evaluate.mcts")
     sandbox_config = group(params, "sandbox", SandboxConfig)
     engine_options = dict(params.get("engine") or {})
     engine_kind = engine_options.pop("kind", "transformers")
@@ -42,4 +42,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with params_errors_as_one_line():
+        main()

@@ -2,7 +2,8 @@
 
 Reads data/seeds/problems.parquet, the policy named by `rounds.rN.policy`, the PPM named by
 `rounds.rN.ppm` (`none`: terminal-guided) and the per-problem status after the round named by
-`rounds.rN.previous` (problems never solved get `rounds.rN.unsolved_rollouts`). Writes
+`rounds.rN.previous` (problems never solved get `rounds.rN.unsolved_rollouts`). The search uses
+the `mcts` group with the round's own `rounds.rN.mcts` overrides (pipeline.rounds). Writes
 data/rounds/rN/nodes.parquet, problem_status.parquet and rollout_stats.json.
 """
 
@@ -20,41 +21,16 @@ from pipeline import layout
 from pipeline.config import SandboxConfig, group, load_params
 from pipeline.engines import make_engine
 from pipeline.io import write_json, write_parquet
-from pipeline.mcts import MCTS, MCTSConfig, Problem
+from pipeline.mcts import MCTS, Problem
 from pipeline.rollout import fingerprint, run_sharded
+from pipeline.rounds import round_config, search_config, training_problems
 from pipeline.sandbox import Sandbox
-
-
-@dataclass(frozen=True)
-class RoundConfig:
-    """One entry of the `rounds` params group (the schedule of DESIGN.md section 1)."""
-
-    policy: str = "base"  # base, warm_start or rN
-    ppm: str = "none"  # none (terminal-guided) or rN (PPM-augmented)
-    previous: str = "r0"  # the round whose per-problem status this one continues
-    rollouts: int = 8
-    unsolved_rollouts: int | None = None  # budget for problems unsolved in every earlier round
-    prompt_style: str = "sft"
-    problems: int | None = None  # cap on training problems searched this round
+from stages.common import params_errors_as_one_line
 
 
 @dataclass(frozen=True)
 class RolloutConfig:
     shard_size: int = 16
-
-
-def load_training_problems(path: Path, config: RoundConfig, status: pl.DataFrame | None) -> list[Problem]:
-    frame = pl.read_parquet(path).filter(pl.col("split") == "train").sort("problem_id")
-    if config.problems is not None:
-        frame = frame.head(config.problems)
-    unsolved: set[str] = set()
-    if status is not None and config.unsolved_rollouts is not None:
-        unsolved = set(status.filter(~pl.col("solved_ever"))["problem_id"].to_list())
-    return [
-        Problem(row["problem_id"], row["question"], row["answer"],
-                rollouts=config.unsolved_rollouts if row["problem_id"] in unsolved else config.rollouts)
-        for row in frame.iter_rows(named=True)
-    ]  # fmt: skip
 
 
 def problem_status(nodes: pl.DataFrame, problems: list[Problem], previous: pl.DataFrame | None) -> pl.DataFrame:
@@ -85,11 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     round_key = args.round
     round_ = layout.round_number(round_key)
-    rounds = params.get("rounds") or {}
-    if round_key not in rounds:
-        raise SystemExit(f"error: params.yaml has no rounds.{round_key}")
-    config = group(rounds, round_key, RoundConfig)
-    mcts_config = group(params, "mcts", MCTSConfig, rollouts=config.rollouts, prompt_style=config.prompt_style)
+    config = round_config(params, round_key)
+    mcts_config = search_config(params, round_key)
     sandbox_config = group(params, "sandbox", SandboxConfig)
     rollout_config = group(params, "rollout", RolloutConfig)
     engine_options = dict(params.get("engine") or {})
@@ -97,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
 
     out_dir = layout.round_dir(round_key)
     previous_status = pl.read_parquet(layout.round_dir(config.previous) / "problem_status.parquet")
-    problems = load_training_problems(layout.PROBLEMS, config, previous_status)
+    problems = training_problems(pl.read_parquet(layout.PROBLEMS), config, previous_status)
 
     policy_path = layout.model_dir(config.policy)
     scorer = None
@@ -162,4 +135,5 @@ def _folder_signature(path: Path) -> list[tuple[str, str]]:
 
 
 if __name__ == "__main__":
-    main()
+    with params_errors_as_one_line():
+        main()

@@ -124,3 +124,15 @@ def test_round_two_rollout_change_leaves_round_one_untouched(smoke_repo):
         assert not affected & {"seeds", "base_model", "warm_start", "round0"}
     finally:
         switch_profile(smoke_repo, "smoke")
+
+
+def test_a_rounds_mcts_override_rebuilds_only_that_round(smoke_repo):
+    override = {"temperature": 0.7, "errors_threshold": 1}
+    edit_params(smoke_repo, lambda p: p["rounds"]["r2"].update(mcts=override))
+    try:
+        assert would_run(smoke_repo) == {
+            "rollout@r2", "sft@r2", "pairs@r2", "validate@r2", "stats@r2", "train_policy@r2",
+            "train_ppm@r2", "evaluate@r2", "plots",
+        }  # fmt: skip
+    finally:
+        switch_profile(smoke_repo, "smoke")

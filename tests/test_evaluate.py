@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.evaluate import EvalConfig, evaluate, vote
+from pipeline.evaluate import EvalConfig, evaluate, majority, vote, voted_mcts_runs
 from pipeline.mcts import MCTSConfig, Problem
 from pipeline.sandbox import Sandbox
 from pipeline.tree import add_child, make_root
@@ -71,3 +71,63 @@ def test_vote_takes_the_majority_of_the_top_scored_answers():
     assert vote(leaves, top=3) == "7"  # 7 and 7.0 agree among the three best
     assert vote(leaves, top=1) == "5"
     assert vote(leaves, top=5) == "5"  # three fives outvote two sevens
+
+
+def two_code_steps_then_answers(partial: str) -> list[str]:
+    """Root -> A (x = 12), B (x = 13); each then answers its own x."""
+    if partial == "":
+        return ["x = 12\n<end_of_step>", "x = 13\n<end_of_step>"]
+    return [RIGHT if "x = 12" in partial else WRONG]
+
+
+@pytest.mark.parametrize(("preferred", "accuracy"), [("{12}", 1.0), ("{13}", 0.0)])
+def test_voted_runs_take_each_searchs_best_scored_answer(sandbox, preferred, accuracy):
+    # Each of the 3 runs searches 2 rollouts: A's answer 12, then B's answer 13. The PPM's
+    # favourite is each run's answer, so all three runs vote for it.
+    config = EvalConfig(mcts_rollouts=2, mcts_children=2, mcts_runs=3)
+    problems = [Problem("p1", "What is 6 * 2?", "12")]
+    engine = ScriptedEngine(two_code_steps_then_answers)
+    result = voted_mcts_runs(engine, sandbox, problems, TextScorer(preferred), MCTSConfig(), config)
+    assert result == accuracy
+    # The three runs are independent trees searched in one batch: 3 prompts per call.
+    assert {len(call) for call in engine.calls} == {3}
+
+
+def test_voted_runs_follow_the_majority_of_runs(sandbox):
+    # One rollout, one child per run: run answers alternate 12, 13, 12 over the batch, so two
+    # of three runs say 12 and the vote is right; shifted by one (13, 12, 13) it is wrong.
+    def answers_in_turn(start: int):
+        count = {"n": start}
+
+        def script(partial):
+            count["n"] += 1
+            return [RIGHT if count["n"] % 2 else WRONG]
+
+        return script
+
+    config = EvalConfig(mcts_rollouts=1, mcts_children=1, mcts_runs=3)
+    problems = [Problem("p1", "What is 6 * 2?", "12")]
+    scorer = TextScorer("{12}")
+    right = voted_mcts_runs(ScriptedEngine(answers_in_turn(0)), sandbox, problems, scorer, MCTSConfig(), config)
+    wrong = voted_mcts_runs(ScriptedEngine(answers_in_turn(1)), sandbox, problems, scorer, MCTSConfig(), config)
+    assert (right, wrong) == (1.0, 0.0)
+
+
+def test_majority_groups_equivalent_answers_and_breaks_ties_by_first_seen():
+    assert majority(["7", "5", "7.0", "5"]) == "7"  # 7 and 7.0 agree: 2 against 2, 7 first
+    assert majority(["5", "1/2", "0.5"]) == "1/2"
+    assert majority([]) is None
+
+
+def test_evaluation_reports_the_voted_runs_beside_the_other_methods(sandbox):
+    engine = ScriptedEngine(two_code_steps_then_answers)
+    problems = [Problem("p1", "What is 6 * 2?", "12")]
+    config = EvalConfig(samples=2, mcts_rollouts=2, mcts_children=2, mcts_runs=2)
+    metrics = evaluate(engine, sandbox, problems, MCTSConfig(), config, scorer=TextScorer("{12}"))
+    assert metrics["accuracy"]["ppm_mcts_vote_of_2"] == 1.0
+    assert {"greedy", "pass_at_2", "ppm_best_of_2", "ppm_mcts"} <= set(metrics["accuracy"])
+
+
+def test_negative_evaluation_budgets_are_errors():
+    with pytest.raises(ValueError, match="evaluate.mcts_runs must not be negative, got -1"):
+        EvalConfig(mcts_runs=-1)

@@ -21,12 +21,17 @@ def sandbox():
         yield box
 
 
+ANSWER_AFTER_OUTPUT = {"12": ANSWER_12, "14": ANSWER_14, "5.0": ANSWER_5}
+
+
 def two_branch_script(partial: str) -> list[str]:
-    """Root: A (a = 6), B (a = 7), and a wrong answer C. A leads to 12 (right), B to 14."""
+    """Root: A (a = 6), B (a = 7), C (a = 2.5); each prints a * 2, then answers what it printed:
+    A 12 (right), B 14 and C 5 (both wrong)."""
     if partial == "":
-        return ["a = 6\n<end_of_step>", "a = 7\n<end_of_step>", ANSWER_5]
+        return ["a = 6\n<end_of_step>", "a = 7\n<end_of_step>", "a = 2.5\n<end_of_step>"]
     if partial.endswith("<end_of_output>\n"):
-        return [ANSWER_12 if "<output>12" in partial else ANSWER_14]
+        printed = partial.rsplit("<output>", 1)[1].split("<end_of_output>")[0]
+        return [ANSWER_AFTER_OUTPUT[printed]]
     return ["print(a * 2)\n<end_of_code>"]
 
 
@@ -58,46 +63,80 @@ def test_terminal_guided_backup_by_hand(sandbox):
     search = MCTS(engine, sandbox, MCTSConfig(rollouts=5, n_children=3, c_puct=2.0))
     (tree,) = search.search([Problem("p1", "What is 6 * 2?", "12")])
     nodes = by_text(tree.root)
-    root, a, b, c = nodes[""], nodes["a = 6"], nodes["a = 7"], nodes["<answer>The answer is \\boxed{5}<end_of_answer>"]
-    # Rollout 1: root expands to A, B, C; C is graded wrong at once (root -1); A and B tie at
-    # UCT 0, so A is followed to its answer 12 (+1 up to the root).
-    # Rollout 2: only B is left; its answer 14 is wrong (-1). Then every node is terminal.
+    root, a, b, c = nodes[""], nodes["a = 6"], nodes["a = 7"], nodes["a = 2.5"]
+    # Rollout 1: root expands to A, B, C, all unvisited: UCT is Q = 0 for each and the tie goes
+    # to A, which is followed to its answer 12 (+1 up to the root). A's one child is then
+    # terminal, so A is too.
+    # Rollout 2: B and C tie at N = 0: B, followed to its answer 14 (-1 up to the root).
+    # Rollout 3: only C is left; its answer 5 is wrong (-1). Then every node is terminal.
     assert (root.visits, root.value_sum) == (3, -1.0)
     assert (a.visits, a.value_sum, a.is_terminal, a.terminal_kind) == (1, 1.0, True, None)
     assert (b.visits, b.value_sum) == (1, -1.0)
-    assert (c.visits, c.value_sum, c.correct, c.terminal_kind) == (1, -1.0, False, "answer")
+    assert (c.visits, c.value_sum, c.terminal_kind) == (1, -1.0, None)
+    c_answer = c.children[0].children[0]
+    assert (c_answer.correct, c_answer.terminal_kind, c_answer.final_answer) == (False, "answer", "5")
     assert root.is_terminal and tree.done
     assert [child.child_index for child in root.children] == [0, 1, 2]
     a_code = a.children[0]
     assert a_code.step_text == "print(a * 2)\n<end_of_code>\n<output>12<end_of_output>\n"
     assert a_code.children[0].correct is True and a_code.children[0].final_answer == "12"
     assert backup_violations(tree_rows([tree], round_=1)) == []
-    # Five rollouts were allowed but the tree was exhausted after two.
-    assert tree.rollouts_left == 3
+    # Five rollouts were allowed but the tree was exhausted after three.
+    assert tree.rollouts_left == 2
 
 
 def test_trees_of_a_batch_share_generation_calls(sandbox):
     engine = ScriptedEngine(two_branch_script)
-    search = MCTS(engine, sandbox, MCTSConfig(rollouts=2, n_children=3))
+    search = MCTS(engine, sandbox, MCTSConfig(rollouts=3, n_children=3))
     problems = [Problem(f"p{i}", f"Question {i}: what is 6 * 2?", "12") for i in range(4)]
     trees = search.search(problems)
-    # One tree needs 5 expansions (root, A, A's code step, B, B's code step); four trees in
-    # lock-step need 5 calls of 4 prompts.
-    assert [len(call) for call in engine.calls] == [4] * 5
+    # One tree needs 7 expansions (the root, then each of A, B and C and its code step); four
+    # trees in lock-step need 7 calls of 4 prompts.
+    assert [len(call) for call in engine.calls] == [4] * 7
     assert all(tree.root.visits == 3 for tree in trees)
 
 
-def test_duplicates_dropped_and_only_first_answer_kept(sandbox):
-    def script(partial):
-        if partial == "":
-            return ["x = 1\n<end_of_step>", "x = 1\n<end_of_step>", ANSWER_14, ANSWER_12, "y = 2\n<end_of_step>"]
-        return [ANSWER_12]
-
-    search = MCTS(ScriptedEngine(script), sandbox, MCTSConfig(rollouts=1, n_children=5))
+def test_duplicates_dropped_without_an_answer():
+    samples = ["x = 1\n<end_of_step>", "x = 1\n<end_of_step>", "y = 2\n<end_of_step>"]
+    engine = ScriptedEngine(lambda partial: samples)
+    search = MCTS(engine, _NoRuns(), MCTSConfig(rollouts=1, n_children=3, max_depth=1))
     (tree,) = search.search([Problem("p", "q", "12")])
-    texts = [child.step_text for child in tree.root.children]
-    assert texts == ["x = 1\n<end_of_step>\n", ANSWER_14, "y = 2\n<end_of_step>\n"]
-    assert tree.root.children[1].correct is False
+    assert [child.step_text for child in tree.root.children] == [
+        "x = 1\n<end_of_step>\n", "y = 2\n<end_of_step>\n",
+    ]  # fmt: skip
+
+
+def test_mixed_expansion_keeps_only_the_first_answer(sandbox):
+    # Code, an answer 14, another answer 12, more code: the reference keeps the first sample that
+    # stopped at <end_of_answer> alone and drops every other sample, code steps included. The
+    # root's one child is graded wrong, so the tree is finished after one rollout.
+    samples = ["x = 1\n<end_of_step>", ANSWER_14, ANSWER_12, "y = 2\n<end_of_step>"]
+    search = MCTS(ScriptedEngine(lambda partial: samples), sandbox, MCTSConfig(rollouts=3, n_children=4))
+    (tree,) = search.search([Problem("p", "q", "12")])
+    (only,) = tree.root.children
+    assert (only.step_text, only.child_index, only.correct) == (ANSWER_14, 0, False)
+    assert (tree.root.visits, tree.root.value_sum, tree.root.is_terminal) == (1, -1.0, True)
+    assert backup_violations(tree_rows([tree], round_=1)) == []
+
+
+def test_an_unparsable_answer_also_ends_the_expansion(sandbox):
+    # "<answer>... <end_of_answer>" without \boxed{} stopped at <end_of_answer> too: it alone is
+    # kept, as an unparsable terminal (update(-1) on itself only).
+    samples = ["x = 1\n<end_of_step>", "<answer>I do not know<end_of_answer>"]
+    search = MCTS(ScriptedEngine(lambda partial: samples), sandbox, MCTSConfig(rollouts=1, n_children=2))
+    (tree,) = search.search([Problem("p", "q", "12")])
+    (only,) = tree.root.children
+    assert (only.terminal_kind, only.visits, only.value_sum) == ("unparsable", 1, -1.0)
+    assert tree.root.visits == 0
+
+
+class _NoRuns:
+    """A code runner for searches whose steps never need a result: every program prints ''."""
+
+    def run_many(self, codes):
+        from pipeline.sandbox import ExecResult
+
+        return [ExecResult(stdout="", error=None, timed_out=False, duration_s=0.0) for _ in codes]
 
 
 def test_consecutive_errors_end_the_branch(sandbox):
@@ -119,7 +158,7 @@ def test_consecutive_errors_end_the_branch(sandbox):
     assert tree.root.is_terminal
 
 
-def test_nodes_deeper_than_max_depth_are_terminal_and_not_run(sandbox):
+def test_code_deeper_than_max_depth_runs_then_is_too_deep(sandbox):
     runs = []
 
     class CountingSandbox:
@@ -135,7 +174,20 @@ def test_nodes_deeper_than_max_depth_are_terminal_and_not_run(sandbox):
     deepest = tree.root.children[0].children[0].children[0]
     assert deepest.depth == 3 and deepest.terminal_kind == "too_deep"
     assert (deepest.visits, deepest.value_sum) == (1, -1.0)
-    assert len(runs) == 2  # depths 1 and 2 ran; the too-deep step did not
+    # Depths 1, 2 and 3 ran: the reference runs a step's code before it applies max_depth.
+    assert len(runs) == 3 and runs[-1] == "x0 = 1\nx1 = 1\nx2 = 1"
+
+
+def test_failing_code_past_max_depth_ends_as_too_many_errors(sandbox):
+    # Depth 1 fails (1 consecutive error); depth 2 = max_depth + 1 fails again, which reaches the
+    # threshold: too_many_errors, not too_deep.
+    def script(partial):
+        return ["y = x\n<end_of_step>"] if partial else ["x = 1 / 0\n<end_of_step>"]
+
+    config = MCTSConfig(rollouts=1, n_children=1, max_depth=1, errors_threshold=2)
+    (tree,) = MCTS(ScriptedEngine(script), sandbox, config).search([Problem("p", "q", "1")])
+    second = tree.root.children[0].children[0]
+    assert (second.depth, second.terminal_kind, second.consecutive_errors) == (2, "too_many_errors", 2)
 
 
 def test_unparsable_step_is_an_invalid_terminal(sandbox):
@@ -180,28 +232,29 @@ def test_backup_check_catches_a_corrupted_tree(sandbox):
 ERROR_STEP = "x = 1 / 0\n<end_of_step>"  # A: a code error below the root
 GOOD_STEP = "x = 6\n<end_of_step>"  # B
 PRINT_STEP = "print(x * 2)\n<end_of_code>"  # B1: closes the code block, prints 12
+TRIPLE_STEP = "print(x * 3)\n<end_of_code>"  # B2: closes the code block, prints 18
 LABELS = {
     "": "root",
     ERROR_STEP + "\n": "A",
-    "y = x\n<end_of_step>\n": "A1",
-    ANSWER_5: "A2",
+    ANSWER_5: "A1",
     GOOD_STEP + "\n": "B",
     PRINT_STEP + "\n<output>12<end_of_output>\n": "B1",
     ANSWER_12: "B1a",
-    ANSWER_14: "B2",
+    TRIPLE_STEP + "\n<output>18<end_of_output>\n": "B2",
+    ANSWER_14: "B2a",
 }
 
 
 def error_then_answer_script(partial: str) -> list[str]:
-    """root -> A (1 / 0), B (x = 6); A -> A1 (errors again), A2 (5, wrong);
-    B -> B1 (prints 12), B2 (14, wrong); B1 -> B1a (12, right)."""
+    """root -> A (1 / 0), B (x = 6); A's samples are more code and the answer 5, so A keeps only
+    A1 (5, wrong); B -> B1 (prints 12), B2 (prints 18); B1 -> B1a (12, right); B2 -> B2a (14)."""
     if partial == "":
         return [ERROR_STEP, GOOD_STEP]
     if partial == ERROR_STEP + "\n":
         return ["y = x\n<end_of_step>", ANSWER_5]
     if partial == GOOD_STEP + "\n":
-        return [PRINT_STEP, ANSWER_14]
-    return [ANSWER_12]
+        return [PRINT_STEP, TRIPLE_STEP]
+    return [ANSWER_12 if "<output>12" in partial else ANSWER_14]
 
 
 def search_table(sandbox, script, scorer=None, **config) -> list[tuple]:
@@ -236,69 +289,67 @@ def check_ids_and_statistics(rows: list[dict]) -> None:
         assert row["q"] == (row["value_sum"] / row["visits"] if row["visits"] else 0.0)
 
 
+HAND_WORKED_TABLE = [
+    ("root", 0, 0, 3, -1.0, True, None, None, None, False),
+    ("A", 1, 0, 1, -1.0, True, None, None, None, True),
+    ("A1", 2, 0, 1, -1.0, True, "answer", False, None, False),
+    ("B", 1, 1, 2, 0.0, True, None, None, None, False),
+    ("B1", 2, 0, 1, 1.0, True, None, None, None, False),
+    ("B1a", 3, 0, 1, 1.0, True, "answer", True, None, False),
+    ("B2", 2, 1, 1, -1.0, True, None, None, None, False),
+    ("B2a", 3, 0, 1, -1.0, True, "answer", False, None, False),
+]
+
+
 def test_hand_worked_search_error_branch_then_correct_answer(sandbox):
-    # rollouts 2, children 2, errors_threshold 2, max_depth 3, c = 2, truth 12.
+    # rollouts 3, children 2, errors_threshold 2, max_depth 3, c = 2, truth 12.
     # Rollout 1: root expands to A (ZeroDivisionError, 1 consecutive error) and B; both have
-    #   N = 0, so UCT is Q = 0 for both and the tie goes to A. A expands: A1's program still
-    #   divides by zero (2 consecutive errors = threshold): too_many_errors, update(-1) on A1
-    #   only. A2 answers 5, wrong: A2, A and root each get N += 1, W -= 1. A's children are all
-    #   terminal, so A turns terminal (terminal_kind stays null); the rollout ends.
+    #   N = 0, so UCT is Q = 0 for both and the tie goes to A. A's samples are a code step and
+    #   the answer 5: the answer alone is kept (A1). It is wrong: A1, A and root each get
+    #   N += 1, W -= 1. A's only child is terminal, so A turns terminal (terminal_kind stays
+    #   null); the rollout ends.
     # Rollout 2: B is root's only non-terminal child. B expands: B1 closes the code block and
-    #   gets <output>12<end_of_output>; B2 answers 14, wrong (B2, B, root: -1). B1 is selected
-    #   and expands to B1a at depth 3 <= max_depth: 12 is right (B1a, B1, B, root: +1).
+    #   gets <output>12<end_of_output>, B2 gets <output>18<end_of_output>. They tie at N = 0:
+    #   B1, which expands to B1a at depth 3: 12 is right (B1a, B1, B, root: +1).
+    # Rollout 3: B2, which expands to B2a: 14 is wrong (B2a, B2, B, root: -1). Every node is
+    #   now terminal.
     table = search_table(
-        sandbox, error_then_answer_script, rollouts=2, n_children=2, max_depth=3, errors_threshold=2
+        sandbox, error_then_answer_script, rollouts=3, n_children=2, max_depth=3, errors_threshold=2
     )
-    assert table == [
-        ("root", 0, 0, 3, -1.0, True, None, None, None, False),
-        ("A", 1, 0, 1, -1.0, True, None, None, None, True),
-        ("A1", 2, 0, 1, -1.0, True, "too_many_errors", None, None, True),
-        ("A2", 2, 1, 1, -1.0, True, "answer", False, None, False),
-        ("B", 1, 1, 2, 0.0, True, None, None, None, False),
-        ("B1", 2, 0, 1, 1.0, True, None, None, None, False),
-        ("B1a", 3, 0, 1, 1.0, True, "answer", True, None, False),
-        ("B2", 2, 1, 1, -1.0, True, "answer", False, None, False),
-    ]
+    assert table == HAND_WORKED_TABLE
 
 
-def test_hand_worked_search_answer_below_max_depth_is_too_deep(sandbox):
-    # The same search with max_depth 2: B1a sits at depth 3 > 2, so it is terminal too_deep
-    # with update(-1) on itself only and is never graded; B1 gets nothing backed up (N = 0,
-    # Q = 0) and the root only sees the two wrong answers: N = 2, W = -2.
+def test_hand_worked_search_answer_past_max_depth_is_graded(sandbox):
+    # The same search with max_depth 2: B1a and B2a sit at depth 3 = max_depth + 1. The depth
+    # rule applies only to steps that are not answers, so both are graded and backed up to the
+    # root exactly as before: the same table.
     table = search_table(
-        sandbox, error_then_answer_script, rollouts=2, n_children=2, max_depth=2, errors_threshold=2
+        sandbox, error_then_answer_script, rollouts=3, n_children=2, max_depth=2, errors_threshold=2
     )
-    assert table == [
-        ("root", 0, 0, 2, -2.0, True, None, None, None, False),
-        ("A", 1, 0, 1, -1.0, True, None, None, None, True),
-        ("A1", 2, 0, 1, -1.0, True, "too_many_errors", None, None, True),
-        ("A2", 2, 1, 1, -1.0, True, "answer", False, None, False),
-        ("B", 1, 1, 1, -1.0, True, None, None, None, False),
-        ("B1", 2, 0, 0, 0.0, True, None, None, None, False),
-        ("B1a", 3, 0, 1, -1.0, True, "too_deep", None, None, False),
-        ("B2", 2, 1, 1, -1.0, True, "answer", False, None, False),
-    ]
+    assert table == HAND_WORKED_TABLE
 
 
 def test_hand_worked_ppm_augmented_search(sandbox):
     # The first search with a PPM that scores every prefix 0.5. New non-terminal children (A, B,
-    # B1) get update(0.5) once; terminals (A1, A2, B1a, B2) are never scored.
-    # Rollout 1: A and B both have Q = 0.5, root N = 0 (no exploration term): tie, A. A2 wrong:
-    #   A (2, 0.5 - 1), root (1, -1). Rollout 2: B; B2 wrong: B (2, -0.5), root (2, -2); B1
-    #   (1, 0.5); B1a right: B1 (2, 1.5), B (3, 0.5), root (3, -1).
+    # B1, B2) get update(0.5) once; terminals (A1, B1a, B2a) are never scored.
+    # Rollout 1: A and B both have Q = 0.5, root N = 0 (no exploration term): tie, A. A1 wrong:
+    #   A (2, 0.5 - 1), root (1, -1).
+    # Rollout 2: B expands: B1 and B2 (1, 0.5) each; B has N = 1, so ln N = 0: tie, B1. B1a
+    #   right: B1 (2, 1.5), B (2, 1.5), root (2, 0).
+    # Rollout 3: B2; B2a wrong: B2 (2, -0.5), B (3, 0.5), root (3, -1).
     table = search_table(
         sandbox, error_then_answer_script, scorer=FixedScorer(0.5),
-        rollouts=2, n_children=2, max_depth=3, errors_threshold=2,
+        rollouts=3, n_children=2, max_depth=3, errors_threshold=2,
     )  # fmt: skip
     assert table == [
         ("root", 0, 0, 3, -1.0, True, None, None, None, False),
         ("A", 1, 0, 2, -0.5, True, None, None, 0.5, True),
-        ("A1", 2, 0, 1, -1.0, True, "too_many_errors", None, None, True),
-        ("A2", 2, 1, 1, -1.0, True, "answer", False, None, False),
+        ("A1", 2, 0, 1, -1.0, True, "answer", False, None, False),
         ("B", 1, 1, 3, 0.5, True, None, None, 0.5, False),
         ("B1", 2, 0, 2, 1.5, True, None, None, 0.5, False),
         ("B1a", 3, 0, 1, 1.0, True, "answer", True, None, False),
-        ("B2", 2, 1, 1, -1.0, True, "answer", False, None, False),
+        ("B2", 2, 1, 2, -0.5, True, None, None, 0.5, False),
+        ("B2a", 3, 0, 1, -1.0, True, "answer", False, None, False),
     ]
 
 
@@ -431,7 +482,7 @@ def test_backup_check_reports_q_and_missing_parents(sandbox):
     rows[0]["q"] = 0.5  # root: W / N = -1 / 3
     (problem,) = backup_violations(rows)
     assert "q=0.5 but value_sum / visits = -0.3333" in problem
-    # Without the root, the answers below A (12), B (14) and C (5, C itself) each stop at a
+    # Without the root, the answers below A (12), B (14) and C (5) each stop at a
     # missing parent: one readable line each, not a KeyError; the remaining nodes' own counts
     # still follow from their subtrees, so nothing else is reported.
     orphaned = backup_violations(rows[1:])
@@ -466,6 +517,6 @@ def test_batched_trees_match_trees_searched_alone(sandbox):
     together = rows(problems)
     assert together == rows(problems[:1]) + rows(problems[1:])
     p2 = {LABELS[row["step_text"]]: row for row in together if row["problem_id"] == "p2"}
-    assert sorted(p2) == ["A", "A1", "A2", "B", "root"]
+    assert sorted(p2) == ["A", "A1", "B", "root"]
     assert (p2["root"]["visits"], p2["root"]["value_sum"], p2["root"]["is_terminal"]) == (1, -1.0, False)
     assert (p2["B"]["visits"], p2["B"]["is_terminal"], p2["A"]["is_terminal"]) == (0, False, True)

@@ -2,8 +2,9 @@
 -- `pairs` contract of section 3).
 --
 -- 1. For every node, count the correct and the wrong terminals in its subtree, the node itself
---    included: correct = graded answer that is right; wrong = graded answer that is wrong, or a
---    too-many-errors terminal. Other invalid terminals (too_deep, unparsable) count as neither.
+--    included: correct = graded answer that is right; wrong = graded answer that is wrong.
+--    Invalid terminals (too_many_errors, too_deep, unparsable) count as neither, as in the
+--    reference (rStar-math, extra_rm_file.py), which labels only graded answers.
 -- 2. Visit nodes breadth-first from the root (always visited), descending only into children
 --    with both correct and wrong terminals below them.
 -- 3. At a visited node: positives = children with a correct terminal below, by Q descending;
@@ -32,12 +33,11 @@ WITH RECURSIVE
 outcome AS (
     SELECT
         path.anc,
-        node.terminal_kind = 'answer' AND node.correct IS TRUE AS is_correct,
-        (node.terminal_kind = 'answer' AND node.correct IS FALSE)
-            OR node.terminal_kind = 'too_many_errors' AS is_wrong
+        node.correct IS TRUE AS is_correct,
+        node.correct IS FALSE AS is_wrong
     FROM node
     JOIN path USING (nid)
-    WHERE node.terminal_kind IN ('answer', 'too_many_errors')
+    WHERE node.terminal_kind = 'answer' AND node.correct IS NOT NULL
 ),
 subtree AS MATERIALIZED (
     SELECT

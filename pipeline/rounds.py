@@ -1,0 +1,85 @@
+"""The self-evolution schedule: one `rounds.rN` entry per round (DESIGN.md sections 1 and 2).
+
+A round names its policy, its PPM (`none`: terminal-guided), the round whose per-problem status
+it continues, its rollout budget, and may override any key of the `mcts` group for its own
+search, e.g. `r3: {..., mcts: {temperature: 1.0, errors_threshold: 1}}` as in the released
+configs of rStar-Math. Everything a round's search reads is resolved here, once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from pipeline.config import ParamsError, group
+from pipeline.mcts import MCTSConfig, Problem
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    """One entry of the `rounds` params group."""
+
+    policy: str = "base"  # base, warm_start or rN
+    ppm: str = "none"  # none (terminal-guided) or rN (PPM-augmented)
+    previous: str = "r0"  # the round whose per-problem status this one continues
+    rollouts: int = 8
+    unsolved_rollouts: int | None = None  # budget for problems unsolved in every earlier round
+    prompt_style: str = "sft"
+    problems: int | None = None  # cap on training problems searched this round
+    mcts: dict[str, Any] = field(default_factory=dict)  # this round's overrides of `mcts`
+
+
+def round_config(params: dict[str, Any], round_key: str) -> RoundConfig:
+    rounds = params.get("rounds") or {}
+    if round_key not in rounds:
+        raise ParamsError(f"params.yaml has no rounds.{round_key}")
+    return group(rounds, round_key, RoundConfig)
+
+
+def search_config(params: dict[str, Any], round_key: str) -> MCTSConfig:
+    """The `mcts` group with the round's overrides, its rollouts and its prompt style."""
+    config = round_config(params, round_key)
+    return mcts_with_overrides(
+        params, config.mcts, f"rounds.{round_key}.mcts",
+        rollouts=config.rollouts, prompt_style=config.prompt_style,
+    )  # fmt: skip
+
+
+def mcts_with_overrides(
+    params: dict[str, Any], overrides: Any, where: str, **fixed: Any
+) -> MCTSConfig:
+    """The `mcts` group with some keys replaced (a round's or the evaluation's own settings).
+
+    `rollouts` and `prompt_style` cannot be overridden here: the round entry and the
+    evaluation have keys of their own for them.
+    """
+    if not isinstance(overrides, dict):
+        raise ParamsError(f"{where} must be a mapping of mcts keys")
+    known = {f.name for f in dataclasses.fields(MCTSConfig)} - {"rollouts", "prompt_style"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ParamsError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    return group(params, "mcts", MCTSConfig, **overrides, **fixed)
+
+
+def training_problems(
+    problems: pl.DataFrame, config: RoundConfig, status: pl.DataFrame | None
+) -> list[Problem]:
+    """The round's training problems, each with its rollout budget: `unsolved_rollouts` for a
+    problem no earlier round solved (when set), else `rollouts`."""
+    frame = problems.filter(pl.col("split") == "train").sort("problem_id")
+    if config.problems is not None:
+        frame = frame.head(config.problems)
+    unsolved: set[str] = set()
+    if status is not None and config.unsolved_rollouts is not None:
+        unsolved = set(status.filter(~pl.col("solved_ever"))["problem_id"].to_list())
+    return [
+        Problem(row["problem_id"], row["question"], row["answer"],
+                rollouts=config.unsolved_rollouts if row["problem_id"] in unsolved else config.rollouts)
+        for row in frame.iter_rows(named=True)
+    ]  # fmt: skip

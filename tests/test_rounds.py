@@ -1,0 +1,68 @@
+"""The round schedule: each round's search settings and training problems (pipeline.rounds)."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from pipeline.config import ParamsError
+from pipeline.rounds import mcts_with_overrides, round_config, search_config, training_problems
+
+PARAMS = {
+    "mcts": {"n_children": 12, "temperature": 0.7, "errors_threshold": 2, "max_depth": 16},
+    "rounds": {
+        "r1": {"policy": "base", "rollouts": 8, "prompt_style": "few_shot"},
+        "r3": {"policy": "r2", "ppm": "r2", "rollouts": 16,
+               "mcts": {"temperature": 1.0, "errors_threshold": 1}},
+    },  # fmt: skip
+}
+
+
+def test_a_round_overrides_only_the_mcts_keys_it_names():
+    first, third = search_config(PARAMS, "r1"), search_config(PARAMS, "r3")
+    assert (first.temperature, first.errors_threshold) == (0.7, 2)
+    assert (third.temperature, third.errors_threshold) == (1.0, 1)
+    # Keys the round leaves alone come from `mcts`; rollouts and the prompt from the round.
+    assert (third.n_children, third.max_depth) == (12, 16)
+    assert (first.rollouts, first.prompt_style, third.rollouts, third.prompt_style) == (
+        8, "few_shot", 16, "sft",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"temprature": 1.0}, "rounds.r3.mcts: unknown key(s) temprature"),
+        ({"rollouts": 4}, "rounds.r3.mcts: unknown key(s) rollouts"),  # the round's own key
+        ({"max_depth": 0}, "mcts.max_depth must be at least 1, got 0"),
+    ],
+)
+def test_a_bad_override_is_a_one_line_error_naming_it(override, message):
+    params = {**PARAMS, "rounds": {"r3": {"mcts": override}}}
+    with pytest.raises(ParamsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        search_config(params, "r3")
+
+
+def test_a_missing_round_or_a_non_mapping_override_is_an_error():
+    with pytest.raises(ParamsError, match="no rounds.r9"):
+        round_config(PARAMS, "r9")
+    with pytest.raises(ParamsError, match="rounds.r1.mcts must be a mapping"):
+        search_config({"rounds": {"r1": {"mcts": [1]}}}, "r1")
+
+
+def test_unsolved_problems_get_their_own_budget():
+    problems = pl.DataFrame({
+        "problem_id": ["a", "b", "c", "d"], "question": ["qa", "qb", "qc", "qd"],
+        "answer": ["1", "2", "3", "4"], "split": ["train", "train", "train", "test"],
+    })  # fmt: skip
+    status = pl.DataFrame({"problem_id": ["a", "b", "c"], "solved_ever": [True, False, False]})
+    config = round_config({"rounds": {"r4": {"rollouts": 2, "unsolved_rollouts": 6}}}, "r4")
+    budgets = {p.problem_id: p.rollouts for p in training_problems(problems, config, status)}
+    assert budgets == {"a": 2, "b": 6, "c": 6}  # d is a test problem
+
+
+def test_evaluation_overrides_the_mcts_group_the_same_way():
+    search = mcts_with_overrides(PARAMS, {"temperature": 1.0, "n_children": 32}, "evaluate.mcts")
+    assert (search.temperature, search.n_children, search.max_depth) == (1.0, 32, 16)
+    with pytest.raises(ParamsError, match="evaluate.mcts: unknown key"):
+        mcts_with_overrides(PARAMS, {"depth": 3}, "evaluate.mcts")
