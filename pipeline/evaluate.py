@@ -8,15 +8,20 @@ solved problem is. The truth is only used to grade the answer each method finall
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import polars as pl
+from tqdm import tqdm
 
 from pipeline import layout, steps
 from pipeline.answer import is_equivalent
-from pipeline.mcts import MCTS, CodeRunner, MCTSConfig, Problem, Scorer, SearchTree
+from pipeline.mcts import (
+    MCTS, CodeRunner, MCTSConfig, Problem, ProgressCallback, Scorer, SearchStats, SearchTree,
+)  # fmt: skip
 from pipeline.tree import Node, walk
 
 
@@ -71,12 +76,12 @@ def _answer_leaves(tree: SearchTree) -> list[Node]:
 
 def sample_chains(
     engine, sandbox: CodeRunner, problems: Sequence[Problem], k: int, search: MCTSConfig,
-    temperature: float, seed: int,
+    temperature: float, seed: int, progress: ProgressCallback | None = None,
 ) -> list[list[Chain]]:  # fmt: skip
     """``k`` independent solutions per problem, all problems and samples batched together."""
     config = replace(search, rollouts=1, n_children=1, temperature=temperature, seed=seed)
     copies = [problem for problem in problems for _ in range(k)]
-    trees = MCTS(engine, sandbox, config).search(copies)
+    trees = MCTS(engine, sandbox, config).search(copies, progress=progress)
     chains = []
     for index, problem in enumerate(problems):
         group = trees[index * k : (index + 1) * k]
@@ -84,9 +89,19 @@ def sample_chains(
     return chains
 
 
-def pass_at_k(chains: list[list[Chain]]) -> float:
-    """Share of problems with at least one correct sample."""
-    return sum(any(chain.correct for chain in group) for group in chains) / max(len(chains), 1)
+def pass_at_k(chains: list[list[Chain]]) -> list[bool]:
+    """Per problem: at least one sample is correct."""
+    return [any(chain.correct for chain in group) for group in chains]
+
+
+def majority_at_k(chains: list[list[Chain]]) -> list[bool]:
+    """Per problem: the answer most samples agree on (no PPM) is correct."""
+    results = []
+    for group in chains:
+        answered = [chain for chain in group if chain.answer is not None]
+        answer = majority([chain.answer for chain in answered])
+        results.append(any(chain.correct for chain in answered if chain.answer == answer))
+    return results
 
 
 def mean_sample_accuracy(chains: list[list[Chain]]) -> float:
@@ -95,18 +110,19 @@ def mean_sample_accuracy(chains: list[list[Chain]]) -> float:
     return sum(chain.correct for group in chains for chain in group) / max(total, 1)
 
 
-def best_of_n(chains: list[list[Chain]], scorer: Scorer, prompt_style: str) -> float:
-    """Pick, per problem, the answered sample the PPM scores highest; share of correct picks."""
-    correct = 0
+def best_of_n(chains: list[list[Chain]], scorer: Scorer, prompt_style: str) -> list[bool]:
+    """Per problem: the answered sample the PPM scores highest is correct."""
+    results = []
     for group in chains:
         answered = [chain for chain in group if chain.leaf is not None]
         if not answered:
+            results.append(False)
             continue
         prompt = steps.build_prompt(answered[0].problem.question, prompt_style)
         scores = scorer.score([chain.text(prompt) for chain in answered])
         best = max(range(len(answered)), key=lambda i: (scores[i], -i))
-        correct += answered[best].correct
-    return correct / max(len(chains), 1)
+        results.append(answered[best].correct)
+    return results
 
 
 def vote(
@@ -133,19 +149,21 @@ def vote(
 def ppm_guided_mcts(
     engine, sandbox: CodeRunner, problems: Sequence[Problem], scorer: Scorer, search: MCTSConfig,
     config: EvalConfig, grade: Callable[[str | None, str], bool] = is_equivalent,
-) -> float:  # fmt: skip
-    """Search with PPM values only (the truth never steers), then vote; share of correct votes."""
+    progress: ProgressCallback | None = None,
+) -> list[bool]:  # fmt: skip
+    """Per problem: search with PPM values only (the truth never steers), then vote among the
+    top-scored answers; the vote is correct."""
     mcts_config = replace(
         search, rollouts=config.mcts_rollouts, n_children=config.mcts_children, seed=config.seed
     )
     trees = MCTS(engine, sandbox, mcts_config, scorer=scorer, terminal_reward="ppm").search(
-        problems
+        problems, progress=progress
     )
-    correct = 0
+    results = []
     for tree in trees:
         answer = vote(_answer_leaves(tree), config.vote_top)
-        correct += answer is not None and grade(answer, tree.problem.answer)
-    return correct / max(len(trees), 1)
+        results.append(answer is not None and bool(grade(answer, tree.problem.answer)))
+    return results
 
 
 def best_answer(tree: SearchTree) -> Node | None:
@@ -169,35 +187,62 @@ def majority(answers: list[str], same: Callable[[str, str], bool] = is_equivalen
 def voted_mcts_runs(
     engine, sandbox: CodeRunner, problems: Sequence[Problem], scorer: Scorer, search: MCTSConfig,
     config: EvalConfig, grade: Callable[[str | None, str], bool] = is_equivalent,
-) -> float:  # fmt: skip
+    progress: ProgressCallback | None = None,
+) -> list[bool]:  # fmt: skip
     """rStar-math's evaluation: `mcts_runs` independent PPM-guided searches per problem (one
-    batch), the best-scored answer of each, and a majority vote; share of correct votes."""
+    batch), the best-scored answer of each, and a majority vote; per problem, the vote is
+    correct."""
     mcts_config = replace(
         search, rollouts=config.mcts_rollouts, n_children=config.mcts_children, seed=config.seed
     )
     runs = config.mcts_runs
     copies = [problem for problem in problems for _ in range(runs)]
-    trees = MCTS(engine, sandbox, mcts_config, scorer=scorer, terminal_reward="ppm").search(copies)
-    correct = 0
+    searcher = MCTS(engine, sandbox, mcts_config, scorer=scorer, terminal_reward="ppm")
+    trees = searcher.search(copies, progress=progress)
+    results = []
     for index, problem in enumerate(problems):
         leaves = [best_answer(tree) for tree in trees[index * runs : (index + 1) * runs]]
         answer = majority([leaf.final_answer for leaf in leaves if leaf is not None])
-        correct += answer is not None and grade(answer, problem.answer)
-    return correct / max(len(problems), 1)
+        results.append(answer is not None and bool(grade(answer, problem.answer)))
+    return results
 
 
-def by_level(chains: list[list[Chain]], levels: dict[str, str]) -> dict[str, dict[str, float]]:
-    """Greedy-or-sampled accuracy split by difficulty level (from problems.meta)."""
-    buckets: dict[str, list[list[Chain]]] = {}
-    for group in chains:
-        buckets.setdefault(levels.get(group[0].problem.problem_id, "all"), []).append(group)
-    return {
-        level: {
-            "problems": len(groups),
-            "pass_at_1": mean_sample_accuracy(groups),
-            "pass_at_k": pass_at_k(groups),
+def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95% for z = 1.96); (0, 1) when total is 0."""
+    if total == 0:
+        return 0.0, 1.0
+    share = correct / total
+    centre = (share + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(share * (1 - share) / total + z * z / (4 * total * total))
+    half /= 1 + z * z / total
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summarise(
+    results: dict[str, list[bool]], problems: Sequence[Problem], levels: dict[str, str]
+) -> dict:
+    """Accuracy, its 95% Wilson interval and its count for every method, overall and by level."""
+    def describe(outcomes: list[bool]) -> dict:
+        low, high = wilson_interval(sum(outcomes), len(outcomes))
+        return {"accuracy": round(sum(outcomes) / max(len(outcomes), 1), 4),
+                "ci95_low": round(low, 4), "ci95_high": round(high, 4),
+                "correct": sum(outcomes), "problems": len(outcomes)}  # fmt: skip
+
+    overall = {method: describe(outcomes) for method, outcomes in results.items()}
+    by_level: dict[str, dict] = {}
+    for level in sorted({levels.get(problem.problem_id, "all") for problem in problems}):
+        picked = [i for i, p in enumerate(problems) if levels.get(p.problem_id, "all") == level]
+        by_level[level] = {
+            method: describe([outcomes[i] for i in picked]) for method, outcomes in results.items()
         }
-        for level, groups in sorted(buckets.items())
+    return {
+        "accuracy": {method: entry["accuracy"] for method, entry in overall.items()},
+        "ci95": {
+            method: {"low": entry["ci95_low"], "high": entry["ci95_high"]}
+            for method, entry in overall.items()
+        },
+        "correct": {method: entry["correct"] for method, entry in overall.items()},
+        "by_level": by_level,
     }
 
 
@@ -216,30 +261,53 @@ def evaluate(
     engine, sandbox: CodeRunner, problems: Sequence[Problem], search: MCTSConfig, config: EvalConfig,
     scorer: Scorer | None = None, levels: dict[str, str] | None = None,
 ) -> dict:  # fmt: skip
-    """All evaluation methods on one problem set; a metrics dict with an `accuracy` group."""
-    greedy = sample_chains(engine, sandbox, problems, 1, search, temperature=0.0, seed=config.seed)
-    sampled = sample_chains(
-        engine, sandbox, problems, config.samples, search, config.temperature, config.seed
-    )
-    accuracy = {"greedy": pass_at_k(greedy), f"pass_at_{config.samples}": pass_at_k(sampled),
-                "sampled_pass_at_1": mean_sample_accuracy(sampled)}  # fmt: skip
+    """All evaluation methods on one problem set; a metrics dict with an `accuracy` group.
+
+    Methods: greedy decoding; pass@N and maj@N of N samples; with a PPM, PPM best-of-N over the
+    same samples, PPM-guided MCTS with a vote among its top leaves, and (``mcts_runs`` > 0) the
+    reference's vote over independent searches. Every accuracy comes with its 95% interval.
+    """
+    n = config.samples
+    with _progress(len(problems), "greedy") as progress:
+        greedy = sample_chains(engine, sandbox, problems, 1, search, 0.0, config.seed, progress)
+    with _progress(len(problems) * n, f"{n} samples") as progress:
+        sampled = sample_chains(
+            engine, sandbox, problems, n, search, config.temperature, config.seed, progress
+        )
+    results = {"greedy": pass_at_k(greedy), f"pass_at_{n}": pass_at_k(sampled),
+               f"maj_at_{n}": majority_at_k(sampled)}  # fmt: skip
     if scorer is not None:
-        accuracy[f"ppm_best_of_{config.samples}"] = best_of_n(sampled, scorer, search.prompt_style)
+        results[f"ppm_best_of_{n}"] = best_of_n(sampled, scorer, search.prompt_style)
         if config.mcts_rollouts > 0:
-            accuracy["ppm_mcts"] = ppm_guided_mcts(
-                engine, sandbox, problems, scorer, search, config
-            )
+            with _progress(len(problems), "PPM-guided MCTS") as progress:
+                results["ppm_mcts"] = ppm_guided_mcts(
+                    engine, sandbox, problems, scorer, search, config, progress=progress
+                )
         if config.mcts_rollouts > 0 and config.mcts_runs > 0:
-            accuracy[f"ppm_mcts_vote_of_{config.mcts_runs}"] = voted_mcts_runs(
-                engine, sandbox, problems, scorer, search, config
-            )
+            with _progress(len(problems) * config.mcts_runs, "voted MCTS runs") as progress:
+                results[f"ppm_mcts_vote_of_{config.mcts_runs}"] = voted_mcts_runs(
+                    engine, sandbox, problems, scorer, search, config, progress=progress
+                )
+    summary = summarise(results, problems, levels or {})
+    summary["accuracy"]["sampled_pass_at_1"] = round(mean_sample_accuracy(sampled), 4)
     return {
         "problems": len(problems),
-        "accuracy": {key: round(value, 4) for key, value in accuracy.items()},
-        "by_level": by_level(sampled, levels or {}),
+        **summary,
         "greedy_outcomes": answer_distribution(greedy),
         "sampled_outcomes": answer_distribution(sampled),
     }
+
+
+@contextmanager
+def _progress(trees: int, what: str) -> Iterator[Callable[[SearchStats], None]]:
+    """A progress bar over finished searches (each problem, or each sample of one, is a tree)."""
+    with tqdm(total=trees, desc=f"evaluate: {what}", unit="tree", leave=False) as bar:
+
+        def update(stats: SearchStats) -> None:
+            bar.update(stats.trees_done - bar.n)
+            bar.set_postfix(nodes=stats.nodes)
+
+        yield update
 
 
 def held_out_problems(config: EvalConfig) -> tuple[list[Problem], dict[str, str]]:

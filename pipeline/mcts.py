@@ -87,6 +87,7 @@ class SearchStats:
     code_errors: int = 0
     ppm_calls: int = 0
     nodes: int = 0
+    trees_done: int = 0  # of the current search() call
 
 
 @dataclass
@@ -146,7 +147,11 @@ class MCTS:
                 if tree.current is not None:
                     self._advance(tree)
             if progress is not None:
+                self.stats.trees_done = sum(tree.done for tree in trees)
                 progress(self.stats)
+        if progress is not None:
+            self.stats.trees_done = len(trees)
+            progress(self.stats)
         return trees
 
     def _new_tree(self, problem: Problem) -> SearchTree:

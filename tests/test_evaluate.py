@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.evaluate import EvalConfig, evaluate, majority, vote, voted_mcts_runs
+from pipeline.evaluate import (
+    EvalConfig, evaluate, majority, summarise, vote, voted_mcts_runs, wilson_interval,
+)  # fmt: skip
 from pipeline.mcts import MCTSConfig, Problem
 from pipeline.sandbox import Sandbox
 from pipeline.tree import add_child, make_root
@@ -40,8 +42,12 @@ def test_every_method_is_scored_against_the_truth(sandbox):
     # The PPM prefers 13, but an expansion keeps only its first answer (DESIGN.md 2), so the
     # PPM-guided search and best-of-N only ever see 12.
     assert metrics["accuracy"] == {
-        "greedy": 0.5, "pass_at_2": 0.5, "sampled_pass_at_1": 0.5, "ppm_best_of_2": 0.5, "ppm_mcts": 0.5,
+        "greedy": 0.5, "pass_at_2": 0.5, "maj_at_2": 0.5, "sampled_pass_at_1": 0.5,
+        "ppm_best_of_2": 0.5, "ppm_mcts": 0.5,
     }  # fmt: skip
+    # One of two problems right: the Wilson interval of 1/2 is [0.0945, 0.9055].
+    assert metrics["ci95"]["greedy"] == {"low": 0.0945, "high": 0.9055}
+    assert metrics["correct"]["ppm_mcts"] == 1
     assert metrics["problems"] == 2 and metrics["greedy_outcomes"] == {"correct": 1, "wrong": 1}
 
 
@@ -80,15 +86,15 @@ def two_code_steps_then_answers(partial: str) -> list[str]:
     return [RIGHT if "x = 12" in partial else WRONG]
 
 
-@pytest.mark.parametrize(("preferred", "accuracy"), [("{12}", 1.0), ("{13}", 0.0)])
-def test_voted_runs_take_each_searchs_best_scored_answer(sandbox, preferred, accuracy):
+@pytest.mark.parametrize(("preferred", "correct"), [("{12}", True), ("{13}", False)])
+def test_voted_runs_take_each_searchs_best_scored_answer(sandbox, preferred, correct):
     # Each of the 3 runs searches 2 rollouts: A's answer 12, then B's answer 13. The PPM's
     # favourite is each run's answer, so all three runs vote for it.
     config = EvalConfig(mcts_rollouts=2, mcts_children=2, mcts_runs=3)
     problems = [Problem("p1", "What is 6 * 2?", "12")]
     engine = ScriptedEngine(two_code_steps_then_answers)
     result = voted_mcts_runs(engine, sandbox, problems, TextScorer(preferred), MCTSConfig(), config)
-    assert result == accuracy
+    assert result == [correct]
     # The three runs are independent trees searched in one batch: 3 prompts per call.
     assert {len(call) for call in engine.calls} == {3}
 
@@ -110,7 +116,7 @@ def test_voted_runs_follow_the_majority_of_runs(sandbox):
     scorer = TextScorer("{12}")
     right = voted_mcts_runs(ScriptedEngine(answers_in_turn(0)), sandbox, problems, scorer, MCTSConfig(), config)
     wrong = voted_mcts_runs(ScriptedEngine(answers_in_turn(1)), sandbox, problems, scorer, MCTSConfig(), config)
-    assert (right, wrong) == (1.0, 0.0)
+    assert (right, wrong) == ([True], [False])
 
 
 def test_majority_groups_equivalent_answers_and_breaks_ties_by_first_seen():
@@ -131,3 +137,36 @@ def test_evaluation_reports_the_voted_runs_beside_the_other_methods(sandbox):
 def test_negative_evaluation_budgets_are_errors():
     with pytest.raises(ValueError, match="evaluate.mcts_runs must not be negative, got -1"):
         EvalConfig(mcts_runs=-1)
+
+
+def test_wilson_interval_matches_worked_values():
+    # 5 of 10: centre 0.5, half-width 1.96 * sqrt(0.025 + 0.0096) / 1.384 = 0.2634.
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    # 0 of 10 still has an upper bound (3.84 / 13.84 = 0.2775), unlike the normal interval.
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(200, 200)[1] == 1.0 and wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_majority_of_samples_is_its_own_method(sandbox):
+    # Three samples per problem in turn: 13, 12, 12. pass@3 and maj@3 are right; greedy (the
+    # first sample of its own call) says 13.
+    count = {"n": 0}
+
+    def in_turn(partial):
+        count["n"] += 1
+        return [WRONG if count["n"] % 3 == 1 else RIGHT]
+
+    config = EvalConfig(samples=3, mcts_rollouts=0)
+    metrics = evaluate(ScriptedEngine(in_turn), sandbox, [Problem("p1", "6 * 2?", "12")], MCTSConfig(), config)
+    assert (metrics["accuracy"]["greedy"], metrics["accuracy"]["maj_at_3"]) == (0.0, 1.0)
+
+
+def test_summary_breaks_every_method_down_by_level():
+    problems = [Problem(f"p{i}", "q", "1") for i in range(4)]
+    levels = {"p0": "1", "p1": "1", "p2": "2", "p3": "2"}
+    summary = summarise({"greedy": [True, True, False, True]}, problems, levels)
+    assert summary["accuracy"] == {"greedy": 0.75} and summary["correct"] == {"greedy": 3}
+    assert summary["by_level"]["1"]["greedy"]["accuracy"] == 1.0
+    assert summary["by_level"]["2"]["greedy"] | {} == {
+        "accuracy": 0.5, "ci95_low": 0.0945, "ci95_high": 0.9055, "correct": 1, "problems": 2,
+    }  # fmt: skip
