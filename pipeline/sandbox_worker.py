@@ -41,6 +41,7 @@ MAX_PROCESSES = 64  # per run, when a per-run user namespace keeps the count loc
 ERROR_LIMIT = 300  # characters of the 'Type: message' error line
 ERROR_TAIL = 4 * ERROR_LIMIT + 8  # bytes at the end of stderr that hold the error line
 EXIT_RAISED = 1  # a run that ends with an error wrote it as the last line of its stderr
+EXIT_UNREPORTED = 2  # ...but found no handle on its stderr left to write it to
 # cgroup allowance beyond memory_mb for the warm zygote's pages a run touches and so copies
 # (measured 1 to 12 MB for sympy and numpy steps); the zygote's own pages are not charged.
 COPY_ON_WRITE_MB = 32
@@ -250,16 +251,21 @@ _real_exit = os._exit
 
 
 def _exit_with_error(line: str) -> None:
-    """End the run as failed: the error line goes last on stderr, the status is EXIT_RAISED."""
-    try:
-        end = os.lseek(_ERROR_FD, 0, os.SEEK_END)
-        if end > FILE_LIMIT - ERROR_TAIL:  # stderr is full: make room for the line
-            os.ftruncate(_ERROR_FD, FILE_LIMIT - ERROR_TAIL)
-            end = FILE_LIMIT - ERROR_TAIL
-        flat = line.replace("\n", " ")[:ERROR_LIMIT]
-        os.pwrite(_ERROR_FD, ("\n" + flat + "\n").encode("utf-8", "backslashreplace"), end)
-    finally:
-        _real_exit(EXIT_RAISED)
+    """End the run as failed: the error line goes last on stderr, the status is EXIT_RAISED
+    (EXIT_UNREPORTED when the code closed every handle on its stderr)."""
+    flat = line.replace("\n", " ")[:ERROR_LIMIT]
+    data = ("\n" + flat + "\n").encode("utf-8", "backslashreplace")
+    for fd in (_ERROR_FD, 2):
+        try:
+            end = os.lseek(fd, 0, os.SEEK_END)
+            if end > FILE_LIMIT - ERROR_TAIL:  # stderr is full: make room for the line
+                os.ftruncate(fd, FILE_LIMIT - ERROR_TAIL)
+                end = FILE_LIMIT - ERROR_TAIL
+            os.pwrite(fd, data, end)
+            _real_exit(EXIT_RAISED)
+        except BaseException:  # noqa: BLE001 - closed or replaced by the code: try the next
+            continue
+    _real_exit(EXIT_UNREPORTED)
 
 
 def error_from_stderr(tail: bytes) -> tuple[str, int]:
@@ -580,6 +586,8 @@ class Zygote:
             error = f"MemoryError: the run went past its memory limit ({self.memory_mb} MB)"
         elif raised and stderr_size:
             pass  # the line is the end of stderr; the Sandbox reads it (error_from_stderr)
+        elif os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_UNREPORTED:
+            error = "SandboxError: the step failed after closing its stderr; its error is lost"
         elif status != 0:
             error = _status_error(status)
         return {
