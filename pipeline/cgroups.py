@@ -137,7 +137,26 @@ class RunCgroup:
                     time.sleep(0.02)
 
 
+_PREFIX = "rstar-sandbox-"
+
+
+def _remove_orphans(parent: str) -> None:
+    """Empty cgroups of workers whose launcher was killed before it could remove them."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        owner = name[len(_PREFIX) :].split("-")[0]
+        if name.startswith(_PREFIX) and owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+            try:
+                os.rmdir(os.path.join(parent, name))
+            except OSError:
+                pass  # still has processes, or not ours to remove
+
+
 def _make(folder: str) -> str:
+    _remove_orphans(os.path.dirname(folder))
     os.mkdir(folder, 0o755)
     return folder
 
@@ -158,7 +177,8 @@ def _create_v2(mount: str, own: str, name: str) -> RunCgroup:
 
 def create(memory_bytes: int, max_processes: int) -> RunCgroup:
     """A fresh cgroup beside ours with both caps set; ``OSError`` when none can be made."""
-    name = f"rstar-sandbox-{uuid.uuid4().hex[:12]}"
+    # The creator's pid in the name lets a later worker remove what a killed one left behind.
+    name = f"{_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     mounts, own = _mounts(), _own_paths()
     group: RunCgroup | None = None
     errors = []

@@ -12,7 +12,11 @@ tree: :mod:`pipeline.sandbox_worker`): pid, network, mount and ipc namespaces pe
 per-run user namespace; uid 65534 when started as root; rlimits on memory, CPU, processes,
 file size and open files; no_new_privs and Landlock (reads limited to Python and system
 libraries, writes to a private temp folder, no program can be executed, no TCP, signals
-scoped to the run); no capabilities; an audit hook that refuses to start processes. The
+scoped to the run); no capabilities; an audit hook that refuses to start processes; a
+seccomp filter (:mod:`pipeline.seccomp_filter`: no exec, namespaces, keyrings, SysV IPC,
+io_uring, inotify or sockets); a cgroup whose memory and process caps count the whole run
+(:mod:`pipeline.cgroups`); a fresh session keyring. The run holds no result pipe, and the
+zygote never reads a run's code or output, so no run inherits another's data. The
 code sees a small environment (no ``HF_TOKEN``), not the caller's home folder, files or
 network. A layer the kernel does not offer is reported by :func:`isolation_report` and
 warned about once; the rest still apply.
