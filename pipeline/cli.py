@@ -23,8 +23,9 @@ def doctor() -> None:
 
     report = isolation_report()
     table = Table("layer", "status")
-    for layer, status in report.items() if isinstance(report, dict) else vars(report).items():
-        table.add_row(layer, str(status))
+    for layer, status in report.items():
+        shown = {True: "active", False: "[red]inactive[/red]"}.get(status, str(status))
+        table.add_row(layer, shown)
     console.print(table)
 
 

@@ -199,6 +199,24 @@ def drop_capabilities() -> None:
     _set_capabilities(0)
 
 
+# keyctl(2) has no libc wrapper in glibc; its number differs per architecture.
+_SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "ppc64le": 271, "s390x": 280}
+_KEYCTL_JOIN_SESSION_KEYRING = 1
+
+
+def join_fresh_session_keyring() -> None:
+    """Replace the inherited session keyring (the caller's, with its keys) by a new, empty
+    one that ends with the run. The seccomp filter then refuses every keyring call, so the
+    user keyring of uid 65534, shared by all runs, stays out of reach too."""
+    number = _SYS_KEYCTL.get(os.uname().machine)
+    if number is None:
+        raise OSError(38, "keyctl number unknown on this architecture")
+    keyring = _libc.syscall(
+        ctypes.c_long(number), ctypes.c_int(_KEYCTL_JOIN_SESSION_KEYRING), ctypes.c_void_p(None)
+    )
+    _check(int(keyring), "keyctl(JOIN_SESSION_KEYRING)")
+
+
 def readable_by_others(path: str) -> bool:
     """Whether a process with no relation to the owner can reach and read ``path``."""
     current = os.path.abspath(path)
@@ -222,7 +240,7 @@ class Limits:
 
     address_space_bytes: int
     cpu_seconds: int
-    processes: int
+    processes: int | None  # None: left as inherited (a per-run pids cgroup caps them)
     file_bytes: int
     open_files: int = 256
 
@@ -239,6 +257,8 @@ def set_rlimits(limits: Limits) -> None:
         (resource.RLIMIT_CORE, 0, 0),
     )
     for which, soft, hard in pairs:
+        if soft is None:
+            continue
         resource.setrlimit(which, (soft, hard))
 
 

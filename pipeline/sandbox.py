@@ -12,7 +12,11 @@ tree: :mod:`pipeline.sandbox_worker`): pid, network, mount and ipc namespaces pe
 per-run user namespace; uid 65534 when started as root; rlimits on memory, CPU, processes,
 file size and open files; no_new_privs and Landlock (reads limited to Python and system
 libraries, writes to a private temp folder, no program can be executed, no TCP, signals
-scoped to the run); no capabilities; an audit hook that refuses to start processes. The
+scoped to the run); no capabilities; an audit hook that refuses to start processes; a
+seccomp filter (:mod:`pipeline.seccomp_filter`: no exec, namespaces, keyrings, SysV IPC,
+io_uring, inotify or sockets); a cgroup whose memory and process caps count the whole run
+(:mod:`pipeline.cgroups`); a fresh session keyring. The run holds no result pipe, and the
+zygote never reads a run's code or output, so no run inherits another's data. The
 code sees a small environment (no ``HF_TOKEN``), not the caller's home folder, files or
 network. A layer the kernel does not offer is reported by :func:`isolation_report` and
 warned about once; the rest still apply.
@@ -46,7 +50,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Self
 
-from pipeline.sandbox_worker import recv_message, send_message
+from pipeline.sandbox_worker import decode_reply, recv_bytes, recv_message, send_message
 
 STARTUP_TIMEOUT_S = 120.0  # importing sympy on a busy 2-core machine
 REPLY_GRACE_S = 10.0  # beyond the run's timeout before the pool gives up on a worker
@@ -138,9 +142,23 @@ class _Worker:
         if proc is None or proc.poll() is not None:
             raise BrokenPipeError("worker is not running")  # the caller restarts it
         assert proc.stdin is not None and proc.stdout is not None
-        send_message(proc.stdin.fileno(), {"code": code, "timeout_s": timeout_s})
+        # The code follows its header as raw bytes: the zygote moves them into the run without
+        # reading them (no run's data stays in the memory the next run inherits).
+        data = code.encode("utf-8", "surrogatepass")
+        send_message(proc.stdin.fileno(), {"code_bytes": len(data), "timeout_s": timeout_s})
+        _write_all(proc.stdin.fileno(), data)
         deadline = time.monotonic() + timeout_s + REPLY_GRACE_S
-        return recv_message(proc.stdout.fileno(), deadline)
+        reply_fd = proc.stdout.fileno()
+        meta = recv_message(reply_fd, deadline)
+        if meta is None:
+            return None
+        parts = []
+        for size in (meta["stdout_bytes"], meta["stderr_bytes"], meta["stderr_tail_bytes"]):
+            part = recv_bytes(reply_fd, size, deadline)
+            if part is None:
+                return None
+            parts.append(part)
+        return decode_reply(meta, *parts)
 
     def stop(self, grace_s: float = 2.0) -> None:
         """Close the pipes (the zygote exits), then kill the launcher if it lingers."""
@@ -157,6 +175,12 @@ class _Worker:
         except subprocess.TimeoutExpired:
             proc.kill()  # the zygote follows (parent-death signal), and its runs with it
             proc.wait()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _shutdown(workers: list[_Worker], base_dir: str) -> None:

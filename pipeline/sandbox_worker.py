@@ -32,13 +32,19 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import isolation
+from pipeline import cgroups, isolation, seccomp_filter
 
 STDOUT_LIMIT = 64 * 1024  # bytes of stdout/stderr handed back per run
 FILE_LIMIT = 1024 * 1024  # RLIMIT_FSIZE: caps captured output and any file the code writes
 TMPFS_MB = 64  # size of the private temp folder when a mount namespace is available
 MAX_PROCESSES = 64  # per run, when a per-run user namespace keeps the count local
 ERROR_LIMIT = 300  # characters of the 'Type: message' error line
+ERROR_TAIL = 4 * ERROR_LIMIT + 8  # bytes at the end of stderr that hold the error line
+EXIT_RAISED = 1  # a run that ends with an error wrote it as the last line of its stderr
+EXIT_UNREPORTED = 2  # ...but found no handle on its stderr left to write it to
+# cgroup allowance beyond memory_mb for the warm zygote's pages a run touches and so copies
+# (measured 1 to 12 MB for sympy and numpy steps); the zygote's own pages are not charged.
+COPY_ON_WRITE_MB = 32
 
 _HEADER = struct.Struct(">I")
 _RUN_NAMESPACES = isolation.CLONE_NEWNET | isolation.CLONE_NEWIPC | isolation.CLONE_NEWNS
@@ -79,6 +85,29 @@ def recv_message(fd: int, deadline: float | None = None) -> dict[str, Any] | Non
     return None if body is None else json.loads(body)
 
 
+def recv_bytes(fd: int, size: int, deadline: float | None = None) -> bytes | None:
+    """The raw bytes that follow a message (a run's code, or its output)."""
+    return _read_exact(fd, size, deadline) if size else b""
+
+
+def _splice_into(source_fd: int, target_fd: int, size: int) -> None:
+    """Move ``size`` bytes from a pipe into a file inside the kernel: the zygote never holds a
+    run's code or output in its own memory, which every later run inherits."""
+    while size:
+        moved = os.splice(source_fd, target_fd, size)
+        if moved == 0:
+            raise EOFError("the sandbox went away mid-request")
+        size -= moved
+
+
+def _send_file(target_fd: int, source_fd: int, offset: int, size: int) -> None:
+    while size:
+        sent = os.sendfile(target_fd, source_fd, offset, size)
+        if sent == 0:
+            raise BrokenPipeError("short output file")
+        offset, size = offset + sent, size - sent
+
+
 # --------------------------------------------------------------------------- the run child
 
 
@@ -104,6 +133,8 @@ class Plan:
     drop_uid: bool = False  # we are root and uid 65534 exists in our user namespace
     keep_read_search: bool = False  # ...and Python lives where 'nobody' cannot read
     readable: tuple[str, ...] = ()  # what Landlock lets the code read (readable_paths)
+    seccomp_program: bytes | None = None  # compiled once per worker (pipeline.seccomp_filter)
+    cgroup: cgroups.RunCgroup | None = None  # this worker's run cgroup (pipeline.cgroups)
     required: set[str] = field(default_factory=set)
 
 
@@ -153,6 +184,8 @@ def confine(plan: Plan, run_dir: str, memory_mb: int, timeout_s: float) -> dict[
         "network_namespace", lambda: isolation.unshare(_RUN_NAMESPACES)
     ):
         attempt("mount_namespace", tmpfs)
+    # While still root: a cgroup's folder is root's, and only root may move us into it.
+    in_cgroup = plan.cgroup is not None and attempt("cgroup", plan.cgroup.join)
     if drop:
         attempt("uid_drop", lambda: isolation.drop_to_nobody(plan.keep_read_search))
         if os.geteuid() == 0:  # never run model code as root when we could avoid it
@@ -169,8 +202,11 @@ def confine(plan: Plan, run_dir: str, memory_mb: int, timeout_s: float) -> dict[
     per_run_userns = plan.user_namespace and attempt("user_namespace", user_namespace)
     if not plan.keep_read_search:
         attempt("capabilities_dropped", isolation.drop_capabilities)
-    processes = MAX_PROCESSES
-    if not per_run_userns:  # the count is per uid across the machine: leave room
+    attempt("session_keyring", isolation.join_fresh_session_keyring)
+    processes: int | None = MAX_PROCESSES
+    if in_cgroup:  # pids.max counts this run alone; RLIMIT_NPROC would count every worker's
+        processes = None
+    elif not per_run_userns:  # the count is per uid across the machine: leave room
         processes += _process_count(os.geteuid())
     limits = isolation.Limits(
         address_space_bytes=_address_space_bytes() + memory_mb * 1024 * 1024,
@@ -187,19 +223,57 @@ def confine(plan: Plan, run_dir: str, memory_mb: int, timeout_s: float) -> dict[
             layers["landlock"] = False
             if "landlock" in plan.required:
                 raise SetupError(f"landlock failed: {exc}") from None
+    if plan.seccomp_program is not None:  # last: the steps above need calls it refuses
+        attempt("seccomp", lambda: seccomp_filter.install(plan.seccomp_program))
     return layers
 
 
-def _redirect(out_fd: int, err_fd: int, result_fd: int) -> int:
-    """fd 0 = /dev/null, 1 and 2 = the capture memfds, 3 = result pipe; close the rest."""
+def _redirect(out_fd: int, err_fd: int) -> None:
+    """fd 0 = /dev/null, 1 and 2 = the capture memfds; close every other descriptor.
+
+    There is no result pipe: the run reports through its exit status and the last line of
+    its stderr (:func:`_exit_with_error`), so no descriptor lets step code write a result.
+    """
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(out_fd, 1)
     os.dup2(err_fd, 2)
-    if result_fd != 3:
-        os.dup2(result_fd, 3)
-    os.closerange(4, os.sysconf("SC_OPEN_MAX"))
-    return 3
+    # A second handle on the stderr capture, so that code closing fd 2 cannot silence its
+    # error line; it reaches nothing the code could not already write through fd 2.
+    os.dup2(err_fd, _ERROR_FD)
+    os.closerange(3, _ERROR_FD)
+    os.closerange(_ERROR_FD + 1, os.sysconf("SC_OPEN_MAX"))
+
+
+_ERROR_FD = 200  # below the run's RLIMIT_NOFILE (256)
+# Taken before any step code runs: the code may replace os._exit (and it does: see execute).
+_real_exit = os._exit
+
+
+def _exit_with_error(line: str) -> None:
+    """End the run as failed: the error line goes last on stderr, the status is EXIT_RAISED
+    (EXIT_UNREPORTED when the code closed every handle on its stderr)."""
+    flat = line.replace("\n", " ")[:ERROR_LIMIT]
+    data = ("\n" + flat + "\n").encode("utf-8", "backslashreplace")
+    for fd in (_ERROR_FD, 2):
+        try:
+            end = os.lseek(fd, 0, os.SEEK_END)
+            if end > FILE_LIMIT - ERROR_TAIL:  # stderr is full: make room for the line
+                os.ftruncate(fd, FILE_LIMIT - ERROR_TAIL)
+                end = FILE_LIMIT - ERROR_TAIL
+            os.pwrite(fd, data, end)
+            _real_exit(EXIT_RAISED)
+        except BaseException:  # noqa: BLE001 - closed or replaced by the code: try the next
+            continue
+    _real_exit(EXIT_UNREPORTED)
+
+
+def error_from_stderr(tail: bytes) -> tuple[str, int]:
+    """The error line a run wrote last on stderr, and how many bytes it took there."""
+    body = tail[:-1] if tail.endswith(b"\n") else tail
+    start = body.rfind(b"\n")
+    line = body[start + 1 :]
+    return line.decode("utf-8", "replace") or "ProcessExit: exit code 1", len(line) + 2
 
 
 # Audit events of everything that starts a process or a program. multiprocessing's 'spawn'
@@ -240,6 +314,14 @@ def execute(code: str) -> str | None:
     sys.stderr = sys.__stderr__ = open(2, "w", **text)  # noqa: SIM115
     sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
     streams = (sys.stdout, sys.stderr)
+
+    def exit_now(status: int) -> None:
+        # Reported as an error, never as a clean finish; a process the code forked just exits.
+        if os.getpid() == me:
+            _exit_with_error(f"ProcessExit: exit code {int(status)}")
+        _real_exit(status)
+
+    os._exit = exit_now
     sys.addaudithook(_audit)
     error = None
     try:
@@ -259,8 +341,18 @@ def execute(code: str) -> str | None:
     return error
 
 
+def _read_file(fd: int) -> bytes:
+    size, chunks, offset = os.fstat(fd).st_size, [], 0
+    while offset < size:
+        chunk = os.pread(fd, size - offset, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
 def child_main(
-    code: str,
     plan: Plan,
     run_dir: str,
     fds: tuple[int, int, int],
@@ -268,28 +360,31 @@ def child_main(
     timeout_s: float,
     report_layers: bool,
 ) -> None:
-    """The forked run process: confine, execute, send ``{"error", "layers"}``, exit."""
-    message: dict[str, Any] = {"error": None}
-    result_fd = fds[2]
+    """The forked run process: confine, execute, exit 0 or :func:`_exit_with_error`.
+
+    ``fds`` are the stdout and stderr memfds and the memfd holding the code. With
+    ``report_layers`` (the startup probe, code ``pass``) the layers go to stdout as JSON.
+    """
+    out_fd, err_fd, code_fd = fds
     try:
         isolation.set_parent_death_signal()
         os.setsid()  # own process group: the fallback cleanup kills it as a whole
-        result_fd = _redirect(*fds)
+        code = _read_file(code_fd).decode("utf-8", "surrogatepass")
+        _redirect(out_fd, err_fd)
         layers = confine(plan, run_dir, memory_mb, timeout_s)
         os.chdir(run_dir)
         os.environ.update(HOME=run_dir, TMPDIR=run_dir)
         tempfile.tempdir = run_dir
         if report_layers:
-            message["layers"] = layers
-        message["error"] = execute(code)
+            os.write(1, json.dumps(layers).encode())
+        error = execute(code)
     except SetupError as exc:
-        message["error"] = f"SandboxError: {exc}"
+        error = f"SandboxError: {exc}"
     except BaseException as exc:  # noqa: BLE001 - whatever happens, report and exit
-        message["error"] = "SandboxError: " + describe_error(exc)
-    try:
-        os.write(result_fd, json.dumps(message).encode())
-    finally:
-        os._exit(0)
+        error = "SandboxError: " + describe_error(exc)
+    if error is None:
+        _real_exit(0)
+    _exit_with_error(error)
 
 
 # --------------------------------------------------------------------------- the zygote
@@ -313,20 +408,31 @@ class Zygote:
         "pid_namespace",
         "network_namespace",
         "mount_namespace",
+        "cgroup",
         "uid_drop",
         "capabilities_dropped",
+        "session_keyring",
         "rlimits",
         "no_new_privs",
         "landlock",
         "landlock_filesystem",
         "landlock_network",
         "landlock_signal_scope",
+        "seccomp",
     )
 
-    def __init__(self, base_dir: str, memory_mb: int, worker_namespaces: bool) -> None:
+    def __init__(
+        self,
+        base_dir: str,
+        memory_mb: int,
+        worker_namespaces: bool,
+        cgroup: cgroups.RunCgroup | None = None,
+        cgroup_note: str = "",
+    ) -> None:
         self.base_dir = base_dir
         self.memory_mb = memory_mb
         self.plan = Plan(landlock_abi=isolation.landlock_abi(), readable=readable_paths())
+        self.plan.cgroup = cgroup
         self._own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         try:  # can we give each run its own pid namespace and come back?
             isolation.unshare(isolation.CLONE_NEWPID)
@@ -337,15 +443,28 @@ class Zygote:
         if self.plan.drop_uid and not all(map(isolation.readable_by_others, _python_paths())):
             self.plan.keep_read_search = True
             self.plan.user_namespace = False  # entering one would drop that capability
+        seccomp_note = ""
+        try:
+            self.plan.seccomp_program = seccomp_filter.compile_filter()
+        except OSError as exc:
+            seccomp_note = str(exc)
         self.layers: dict[str, bool | str] = {
             "worker_pid_namespace": worker_namespaces,
             "pid_namespace": self.plan.run_pid_namespace,
         }
+        self._notes = {"seccomp": seccomp_note, "cgroup": cgroup_note}
 
     def probe(self) -> dict[str, bool | str]:
         """Try every layer once; from now on the ones that worked are required in every run."""
-        result = self.run("pass", 5.0, report_layers=True)
-        found = result.get("layers") or {}
+        result = self.collect(*self.start("pass", 5.0, report_layers=True))
+        meta, out_fd, err_fd = result
+        try:
+            found = json.loads(_read_file(out_fd) or b"{}")
+        except ValueError:
+            found = {}
+        finally:
+            os.close(out_fd)
+            os.close(err_fd)
         self.plan.run_namespaces = bool(found.get("network_namespace"))
         self.plan.user_namespace = bool(found.get("user_namespace"))
         self.plan.required = {name for name, ok in found.items() if ok is True}
@@ -360,9 +479,14 @@ class Zygote:
             note = "Python lives in a folder only root can read"
             self.layers["user_namespace"] = f"not used: {note}"
             self.layers["capabilities_dropped"] = f"all but CAP_DAC_READ_SEARCH: {note}"
+        if self.layers["cgroup"] is True and self.plan.cgroup is not None:
+            self.layers["cgroup_version"] = str(self.plan.cgroup.version)
+        for name, note in self._notes.items():
+            if note and self.layers.get(name) is False:
+                self.layers[f"{name}_unavailable"] = note
         self.layers["landlock_abi"] = str(self.plan.landlock_abi)
-        if result.get("error"):
-            self.layers["probe_error"] = result["error"]
+        if meta.get("error"):
+            self.layers["probe_error"] = meta["error"]
         return self.layers
 
     def _fork(self) -> int:
@@ -380,38 +504,57 @@ class Zygote:
             isolation.setns(self._own_pid_ns, isolation.CLONE_NEWPID)
         return pid
 
-    def run(self, code: str, timeout_s: float, report_layers: bool = False) -> dict[str, Any]:
+    def start(
+        self, code: str | int, timeout_s: float, report_layers: bool = False
+    ) -> tuple[int, str, int, int, float, float]:
+        """Fork one run. ``code`` is source text (the probe) or a memfd already holding it."""
+        if isinstance(code, str):
+            code_fd = os.memfd_create("code")
+            os.write(code_fd, code.encode())
+        else:
+            code_fd = code
         run_dir = tempfile.mkdtemp(prefix="run-", dir=self.base_dir)
         if self.plan.drop_uid:  # the child drops to nobody before it writes here
             os.chown(run_dir, isolation.NOBODY, isolation.NOBODY)
         out_fd, err_fd = os.memfd_create("stdout"), os.memfd_create("stderr")
-        result_r, result_w = os.pipe()
         started = time.monotonic()
         try:
             pid = self._fork()
-            if pid == 0:
-                os.close(result_r)
-                child_main(
-                    code,
-                    self.plan,
-                    run_dir,
-                    (out_fd, err_fd, result_w),
-                    self.memory_mb,
-                    timeout_s,
-                    report_layers,
-                )
-            os.close(result_w)
+        except BaseException:
+            for fd in (out_fd, err_fd, code_fd):
+                os.close(fd)
+            _remove_tree(run_dir)
+            raise
+        if pid == 0:
+            child_main(
+                self.plan,
+                run_dir,
+                (out_fd, err_fd, code_fd),
+                self.memory_mb,
+                timeout_s,
+                report_layers,
+            )
+        os.close(code_fd)
+        return pid, run_dir, out_fd, err_fd, started, timeout_s
+
+    def collect(
+        self, pid: int, run_dir: str, out_fd: int, err_fd: int, started: float, timeout_s: float
+    ) -> tuple[dict[str, Any], int, int]:
+        """Wait for the run; the reply's header and the two output memfds (caller closes)."""
+        oom_before = self.plan.cgroup.oom_kills() if self.plan.cgroup else 0
+        try:
             status, timed_out = self._wait(pid, started + timeout_s)
             if not self.plan.run_pid_namespace:  # nothing takes its helpers down: do it
                 _kill_group(pid)
-            return self._collect(
-                status, timed_out, timeout_s, out_fd, err_fd, result_r, time.monotonic() - started
-            )
+                if self.plan.cgroup is not None:
+                    self.plan.cgroup.kill_all()
         finally:
-            for fd in (out_fd, err_fd, result_r):
-                os.close(fd)
             _reap_orphans()
             _remove_tree(run_dir)
+        oom = self.plan.cgroup is not None and self.plan.cgroup.oom_kills() > oom_before
+        meta = self._verdict(status, timed_out, timeout_s, oom, out_fd, err_fd)
+        meta["duration_s"] = time.monotonic() - started
+        return meta, out_fd, err_fd
 
     def _wait(self, pid: int, deadline: float) -> tuple[int, bool]:
         pidfd = os.pidfd_open(pid)
@@ -429,45 +572,59 @@ class Zygote:
         finally:
             os.close(pidfd)
 
-    def _collect(
-        self,
-        status: int,
-        timed_out: bool,
-        timeout_s: float,
-        out_fd: int,
-        err_fd: int,
-        result_r: int,
-        duration_s: float,
+    def _verdict(
+        self, status: int, timed_out: bool, timeout_s: float, oom: bool, out_fd: int, err_fd: int
     ) -> dict[str, Any]:
-        stdout, out_truncated = _read_capped(out_fd)
-        stderr, err_truncated = _read_capped(err_fd)
-        report: dict[str, Any] = {}
-        os.set_blocking(result_r, False)
-        try:
-            raw = os.read(result_r, 1 << 16)
-            report = json.loads(raw) if raw else {}
-            if not isinstance(report, dict):
-                report = {"error": "SandboxError: malformed result"}
-        except (OSError, ValueError):
-            report = {"error": "SandboxError: malformed result"}
+        """What the zygote knows from the kernel: the exit status and the output sizes. It
+        never reads the output itself (see _splice_into)."""
+        stdout_size, stderr_size = os.fstat(out_fd).st_size, os.fstat(err_fd).st_size
+        raised = os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_RAISED
+        error = None
         if timed_out:
             error = f"TimeoutError: step code ran longer than {timeout_s:g} s"
-        elif "error" in report and status == 0:
-            error = report["error"]
-            error = None if error is None else str(error)[:ERROR_LIMIT]
-        else:
+        elif oom and os.WIFSIGNALED(status):
+            error = f"MemoryError: the run went past its memory limit ({self.memory_mb} MB)"
+        elif raised and stderr_size:
+            pass  # the line is the end of stderr; the Sandbox reads it (error_from_stderr)
+        elif os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_UNREPORTED:
+            error = "SandboxError: the step failed after closing its stderr; its error is lost"
+        elif status != 0:
             error = _status_error(status)
-        result = {
-            "stdout": stdout,
-            "stderr": stderr,
+        return {
             "error": error,
+            "error_in_stderr": error is None and raised and stderr_size > 0,
             "timed_out": timed_out,
-            "duration_s": duration_s,
-            "truncated": out_truncated or err_truncated,
+            "stdout_bytes": min(stdout_size, STDOUT_LIMIT + 1),
+            "stderr_bytes": min(stderr_size, STDOUT_LIMIT + ERROR_TAIL),
+            "stderr_size": stderr_size,
+            "stderr_tail_bytes": min(stderr_size, ERROR_TAIL),
         }
-        if isinstance(report.get("layers"), dict):
-            result["layers"] = report["layers"]
-        return result
+
+
+def send_reply(fd: int, meta: dict[str, Any], out_fd: int, err_fd: int) -> None:
+    """Header, then stdout's head, stderr's head and stderr's tail, copied by the kernel."""
+    send_message(fd, meta)
+    _send_file(fd, out_fd, 0, meta["stdout_bytes"])
+    _send_file(fd, err_fd, 0, meta["stderr_bytes"])
+    tail = meta["stderr_tail_bytes"]
+    _send_file(fd, err_fd, meta["stderr_size"] - tail, tail)
+
+
+def decode_reply(meta: dict[str, Any], stdout: bytes, stderr: bytes, tail: bytes) -> dict:
+    """The run's result from a reply: the error line comes off the end of stderr."""
+    error, stderr_size = meta["error"], meta["stderr_size"]
+    if meta["error_in_stderr"]:
+        error, used = error_from_stderr(tail)
+        stderr_size -= used
+        stderr = stderr[: max(stderr_size, 0)]
+    text = {"encoding": "utf-8", "errors": "replace"}
+    return {
+        "stdout": stdout[:STDOUT_LIMIT].decode(**text),
+        "stderr": stderr[:STDOUT_LIMIT].decode(**text),
+        "error": error,
+        "timed_out": meta["timed_out"],
+        "truncated": len(stdout) > STDOUT_LIMIT or stderr_size > STDOUT_LIMIT,
+    }
 
 
 def _uid_is_mapped(uid: int) -> bool:
@@ -523,11 +680,6 @@ def readable_paths() -> tuple[str, ...]:
     return tuple(found)
 
 
-def _read_capped(fd: int) -> tuple[str, bool]:
-    data = os.pread(fd, STDOUT_LIMIT + 1, 0)
-    return data[:STDOUT_LIMIT].decode("utf-8", "replace"), len(data) > STDOUT_LIMIT
-
-
 def _kill_group(pgid: int) -> None:
     try:
         os.killpg(pgid, signal.SIGKILL)
@@ -569,7 +721,9 @@ def _remove_tree(path: str) -> None:
 # --------------------------------------------------------------------------- startup
 
 
-def _enter_worker_namespaces(channels: tuple[int, int]) -> bool:
+def _enter_worker_namespaces(
+    channels: tuple[int, int], cgroup: cgroups.RunCgroup | None = None
+) -> bool:
     """Become pid 1 of a new pid namespace (in a user namespace when not root).
 
     The launcher forks the zygote into the namespace and stays behind to mirror its exit; it
@@ -590,8 +744,14 @@ def _enter_worker_namespaces(channels: tuple[int, int]) -> bool:
     for fd in channels:  # the Sandbox must see EOF as soon as the zygote is gone
         os.close(fd)
 
+    def cleanup() -> None:  # the zygote may have died without removing its cgroup
+        if cgroup is not None:
+            cgroup.remove()
+
     def stop(*_: object) -> None:
         os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        cleanup()
         os._exit(143)
 
     signal.signal(signal.SIGTERM, stop)
@@ -604,6 +764,7 @@ def _enter_worker_namespaces(channels: tuple[int, int]) -> bool:
             break
         except InterruptedError:
             continue
+    cleanup()
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
@@ -627,6 +788,43 @@ def _warm_imports() -> None:
     exec(compile(WARM_UP, "<warm-up>", "exec"), {"__name__": "__warmup__"})  # noqa: S102
 
 
+def _make_cgroup(memory_mb: int) -> tuple[cgroups.RunCgroup | None, str]:
+    """This worker's run cgroup, or ``None`` and why not (then rlimits stand alone)."""
+    try:
+        return cgroups.create((memory_mb + COPY_ON_WRITE_MB) * 1024 * 1024, MAX_PROCESSES), ""
+    except OSError as exc:
+        return None, str(exc)
+
+
+def _serve(zygote: Zygote, request_fd: int, reply_fd: int) -> int:
+    while True:
+        request = recv_message(request_fd)
+        if request is None or request.get("op") == "quit":
+            return 0
+        code_fd = os.memfd_create("code")
+        try:
+            _splice_into(request_fd, code_fd, int(request["code_bytes"]))
+        except (EOFError, OSError):
+            os.close(code_fd)
+            return 0
+        out_fd = err_fd = -1
+        try:
+            run = zygote.start(code_fd, float(request["timeout_s"]))
+            meta, out_fd, err_fd = zygote.collect(*run)
+        except Exception as exc:  # noqa: BLE001 - a bug here must not take the pool down
+            meta = {"error": "SandboxError: " + describe_error(exc), "error_in_stderr": False}
+            meta.update(timed_out=False, stdout_bytes=0, stderr_bytes=0, stderr_size=0)
+            meta.update(stderr_tail_bytes=0, duration_s=0.0)
+        try:
+            send_reply(reply_fd, meta, out_fd, err_fd)
+        except BrokenPipeError:  # the Sandbox went away without closing us
+            return 0
+        finally:
+            for fd in (out_fd, err_fd):
+                if fd >= 0:
+                    os.close(fd)
+
+
 def main(argv: list[str]) -> int:
     config = json.loads(argv[0])
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -636,34 +834,22 @@ def main(argv: list[str]) -> int:
     os.dup2(null, 0)
     os.dup2(null, 1)
     os.close(null)
-    in_namespaces = _enter_worker_namespaces(channels)
+    memory_mb = int(config["memory_mb"])
+    cgroup, cgroup_note = _make_cgroup(memory_mb)
+    in_namespaces = _enter_worker_namespaces(channels, cgroup)
     request_fd, reply_fd = channels
     if not config.get("probe"):
         _warm_imports()
     import gc
 
     gc.freeze()  # keep the collector off the inherited heap: fewer copy-on-write faults
-    zygote = Zygote(config["base_dir"], int(config["memory_mb"]), in_namespaces)
+    zygote = Zygote(config["base_dir"], memory_mb, in_namespaces, cgroup, cgroup_note)
     send_message(reply_fd, {"ready": True, "layers": zygote.probe()})
-    while True:
-        request = recv_message(request_fd)
-        if request is None or request.get("op") == "quit":
-            return 0
-        try:
-            reply = zygote.run(str(request["code"]), float(request["timeout_s"]))
-        except Exception as exc:  # noqa: BLE001 - a bug here must not take the pool down
-            reply = {
-                "stdout": "",
-                "stderr": "",
-                "error": "SandboxError: " + describe_error(exc),
-                "timed_out": False,
-                "duration_s": 0.0,
-                "truncated": False,
-            }
-        try:
-            send_message(reply_fd, reply)
-        except BrokenPipeError:  # the Sandbox went away without closing us
-            return 0
+    try:
+        return _serve(zygote, request_fd, reply_fd)
+    finally:
+        if cgroup is not None:
+            cgroup.remove()
 
 
 if __name__ == "__main__":
