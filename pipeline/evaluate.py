@@ -20,7 +20,14 @@ from tqdm import tqdm
 from pipeline import layout, steps
 from pipeline.answer import is_equivalent
 from pipeline.mcts import (
-    MCTS, CodeRunner, MCTSConfig, Problem, ProgressCallback, Scorer, SearchStats, SearchTree,
+    MCTS,
+    CodeRunner,
+    MCTSConfig,
+    Problem,
+    ProgressCallback,
+    Scorer,
+    SearchStats,
+    SearchTree,
 )  # fmt: skip
 from pipeline.tree import Node, walk
 

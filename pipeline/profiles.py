@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import yaml
+
+from pipeline.io import atomic_file
 
 
 class ProfileError(ValueError):
@@ -31,7 +32,6 @@ def switch_profile(repo: Path, name: str) -> Path:
         choices = ", ".join(available_profiles(repo)) or "none found"
         raise ProfileError(f"unknown profile {name!r} (available: {choices})")
     target = repo / "params.yaml"
-    temporary = target.with_suffix(".yaml.tmp")
-    shutil.copyfile(source, temporary)
-    os.replace(temporary, target)
+    with atomic_file(target) as temporary:
+        shutil.copyfile(source, temporary)
     return target

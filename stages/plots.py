@@ -1,14 +1,15 @@
 """Stage `plots`: accuracy by round and solved problems by difficulty, as CSV for `dvc plots`.
 
-Reads every round's evaluation (data/eval/rN.json) and statistics (data/stats/rN.json) and
-writes data/plots/accuracy.csv and data/plots/solved_by_difficulty.csv.
+Reads the warm start's evaluation (as round 0), every round's evaluation (data/eval/rN.json)
+and statistics (data/stats/rN.json); writes data/plots/accuracy.csv (every method, with 95%
+intervals), greedy_accuracy.csv (the policy's own accuracy from the warm start on) and
+solved_by_difficulty.csv.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import polars as pl
@@ -23,12 +24,31 @@ def rounds_in(folder: Path) -> list[str]:
     return sorted((path.stem for path in folder.glob("r*.json")), key=layout.round_number)
 
 
+ACCURACY_COLUMNS = ["round", "method", "accuracy", "ci95_low", "ci95_high"]
+WARM_START = layout.MODELS / "warm_start_metrics.json"
+
+
+def interval_rows(number: int, metrics: dict) -> list[dict]:
+    """One row per method of one evaluation, with its 95% interval where it has one."""
+    intervals = metrics.get("ci95", {})
+    return [
+        {"round": number, "method": method, "accuracy": value,
+         "ci95_low": intervals.get(method, {}).get("low"),
+         "ci95_high": intervals.get(method, {}).get("high")}
+        for method, value in metrics["accuracy"].items()
+    ]  # fmt: skip
+
+
 def accuracy_rows(rounds: list[str]) -> list[dict]:
+    """Every round's held-out accuracy by method; the warm start's evaluation is round 0."""
     rows = []
+    if WARM_START.exists():
+        warm = json.loads(WARM_START.read_text()).get("eval")
+        if warm:
+            rows += interval_rows(0, warm)
     for round_key in rounds:
         metrics = json.loads((layout.DATA / "eval" / f"{round_key}.json").read_text())
-        for method, value in metrics["accuracy"].items():
-            rows.append({"round": layout.round_number(round_key), "method": method, "accuracy": value})
+        rows += interval_rows(layout.round_number(round_key), metrics)
     return rows
 
 
@@ -44,18 +64,18 @@ def solved_rows(rounds: list[str]) -> list[dict]:
     return rows
 
 
-def write_csv(rows: list[dict], path: Path, columns: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
+def write_table(rows: list[dict], path: Path, columns: list[str]) -> None:
     frame = pl.DataFrame(rows) if rows else pl.DataFrame({column: [] for column in columns})
-    frame.select(columns).write_csv(temporary)
-    os.replace(temporary, path)
+    write_table(frame.select(columns), path)
 
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
-    write_csv(accuracy_rows(rounds_in(layout.DATA / "eval")), PLOTS / "accuracy.csv", ["round", "method", "accuracy"])
-    write_csv(solved_rows(rounds_in(layout.DATA / "stats")), PLOTS / "solved_by_difficulty.csv",
+    accuracy = accuracy_rows(rounds_in(layout.DATA / "eval"))
+    write_table(accuracy, PLOTS / "accuracy.csv", ACCURACY_COLUMNS)
+    greedy = [row for row in accuracy if row["method"] == "greedy"]
+    write_table(greedy, PLOTS / "greedy_accuracy.csv", ACCURACY_COLUMNS)
+    write_table(solved_rows(rounds_in(layout.DATA / "stats")), PLOTS / "solved_by_difficulty.csv",
               ["round", "difficulty", "problems", "solved"])
 
 

@@ -34,7 +34,8 @@ class RolloutConfig:
 
 
 def problem_status(nodes: pl.DataFrame, problems: list[Problem], previous: pl.DataFrame | None) -> pl.DataFrame:
-    """Per problem: solved this round, solved in any round so far, rounds attempted."""
+    """Per problem: solved this round, solved in any round so far, solved for the first time
+    this round, rounds attempted."""
     solved_now = set(nodes.filter(pl.col("correct").fill_null(False))["problem_id"].to_list())
     earlier = {} if previous is None else {
         row["problem_id"]: row for row in previous.iter_rows(named=True)
@@ -46,10 +47,12 @@ def problem_status(nodes: pl.DataFrame, problems: list[Problem], previous: pl.Da
             "problem_id": problem.problem_id,
             "solved": problem.problem_id in solved_now,
             "solved_ever": problem.problem_id in solved_now or bool(before.get("solved_ever", False)),
+            "solved_first": problem.problem_id in solved_now and not before.get("solved_ever", False),
             "rounds_attempted": int(before.get("rounds_attempted", 0)) + 1,
         })  # fmt: skip
     return pl.DataFrame(rows, schema={"problem_id": pl.String, "solved": pl.Boolean,
-                                      "solved_ever": pl.Boolean, "rounds_attempted": pl.Int32})
+                                      "solved_ever": pl.Boolean, "solved_first": pl.Boolean,
+                                      "rounds_attempted": pl.Int32})  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         "round": round_,
         "mode": "ppm_augmented" if scorer else "terminal_guided",
         "solved_ever": int(status["solved_ever"].sum()),
+        "solved_new": int(status.filter(pl.col("solved") & pl.col("solved_first")).height),
     }
     write_json(out_dir / "rollout_stats.json", stats)
     print(f"{round_key}: solved {report.solved} of {report.problems} problems "

@@ -21,6 +21,7 @@ def main() -> None:
         "problem_id",
         pl.lit(False).alias("solved"),
         pl.lit(False).alias("solved_ever"),
+        pl.lit(False).alias("solved_first"),
         pl.lit(0, dtype=pl.Int32).alias("rounds_attempted"),
     )
     write_parquet(status, layout.round_dir("r0") / "problem_status.parquet")

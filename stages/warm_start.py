@@ -31,6 +31,7 @@ from pipeline.train.common import DataError, TrainConfig, is_main_process, remov
 from pipeline.train.sft import train_sft
 
 METRICS = layout.MODELS / "warm_start_metrics.json"
+SUMMARY = layout.DATA / "metrics" / "r0.json"  # the few figures DVC shows as metrics
 DISABLED = (
     "Warm start disabled (`warm_start.enabled: false`): no policy here; round 1 uses another.\n"
 )
@@ -101,6 +102,20 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     return metrics | {"enabled": True, "seconds": round(time.perf_counter() - started, 2)}
 
 
+def warm_start_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Round 0's row of `dvc metrics show`: held-out accuracy with 95% intervals, and seconds."""
+    evaluation = metrics.get("eval") or {}
+    return {
+        "round": 0,
+        "enabled": metrics.get("enabled", False),
+        "eval_problems": evaluation.get("problems", 0),
+        "accuracy": evaluation.get("accuracy", {}),
+        "ci95_low": {method: ends["low"] for method, ends in evaluation.get("ci95", {}).items()},
+        "ci95_high": {method: ends["high"] for method, ends in evaluation.get("ci95", {}).items()},
+        "seconds": metrics.get("seconds", 0.0),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -113,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"warm_start: {error}")
     if is_main_process():
         write_json(METRICS, metrics)
+        write_json(SUMMARY, warm_start_summary(metrics))
         if metrics.get("enabled"):
             print(f"warm_start: {metrics['train_examples']} examples, held-out loss "
                   f"{metrics.get('heldout_loss_before')} -> {metrics.get('heldout_loss_after')} "

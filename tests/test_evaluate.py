@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from pipeline.evaluate import (
-    EvalConfig, evaluate, majority, summarise, vote, voted_mcts_runs, wilson_interval,
+    EvalConfig,
+    evaluate,
+    majority,
+    summarise,
+    vote,
+    voted_mcts_runs,
+    wilson_interval,
 )  # fmt: skip
 from pipeline.mcts import MCTSConfig, Problem
 from pipeline.sandbox import Sandbox

@@ -20,7 +20,6 @@ from __future__ import annotations
 import glob
 import math
 import os
-import uuid
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -30,6 +29,7 @@ import duckdb
 import pyarrow as pa
 
 from pipeline import steps
+from pipeline.io import atomic_file
 
 __all__ = ["derive_pairs", "derive_sft", "derive_trajectories", "round_stats"]
 
@@ -326,16 +326,9 @@ def _write(
     con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any], out_path: PathLike
 ) -> int:
     """COPY the result of ``query`` to Parquet under a temporary name, then rename it."""
-    out = os.fspath(out_path)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = f"{out}.{uuid.uuid4().hex}.tmp"
-    try:
-        copy = f"COPY ({_sql(query)}) TO {sql_literal(tmp)} (FORMAT parquet)"
+    with atomic_file(out_path) as tmp:
+        copy = f"COPY ({_sql(query)}) TO {sql_literal(str(tmp))} (FORMAT parquet)"
         written = con.execute(copy, params).fetchone()
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return int(written[0]) if written else 0
 
 
