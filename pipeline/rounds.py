@@ -36,7 +36,7 @@ def round_config(params: dict[str, Any], round_key: str) -> RoundConfig:
     rounds = params.get("rounds") or {}
     if round_key not in rounds:
         raise ParamsError(f"params.yaml has no rounds.{round_key}")
-    return group(rounds, round_key, RoundConfig)
+    return group(rounds, round_key, RoundConfig, where=f"rounds.{round_key}")
 
 
 def search_config(params: dict[str, Any], round_key: str) -> MCTSConfig:
