@@ -7,12 +7,12 @@ solved problem is. The truth is only used to grade the answer each method finall
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import polars as pl
 from tqdm import tqdm
@@ -29,6 +29,7 @@ from pipeline.mcts import (
     SearchStats,
     SearchTree,
 )  # fmt: skip
+from pipeline.rounds import problem_level
 from pipeline.tree import Node, walk
 
 
@@ -36,7 +37,8 @@ from pipeline.tree import Node, walk
 class EvalConfig:
     """The `evaluate` params group."""
 
-    source: str = "seeds"  # `seeds` (the test split) or any problem source load_problems reads
+    source: str = "seeds"  # `seeds` (a split of the seed problems) or any problem source
+    split: Literal["test", "validation"] = "test"  # with source `seeds`: tune on validation only
     problems: int = 50  # held-out problems to evaluate (0 = all)
     samples: int = 8  # N of pass@N and best-of-N
     temperature: float = 0.7
@@ -318,22 +320,31 @@ def _progress(trees: int, what: str) -> Iterator[Callable[[SearchStats], None]]:
 
 
 def held_out_problems(config: EvalConfig) -> tuple[list[Problem], dict[str, str]]:
-    """The evaluation set and each problem's difficulty level (from meta), sorted by id."""
+    """The evaluation set and each problem's difficulty level (from meta).
+
+    From the seeds, the `evaluate.split` split (`test` to report, `validation` to tune on).
+    The first `evaluate.problems` are taken level by level in turn (by problem_id within a
+    level), so a cut keeps the levels balanced."""
     if config.source == "seeds":
-        frame = pl.read_parquet(layout.PROBLEMS).filter(pl.col("split") == "test")
+        frame = pl.read_parquet(layout.PROBLEMS).filter(pl.col("split") == config.split)
     else:
         from pipeline.problems import load_problems
 
         frame = load_problems(config.source)
-    frame = frame.sort("problem_id")
-    if config.problems:
-        frame = frame.head(config.problems)
-    problems = [
-        Problem(row["problem_id"], row["question"], row["answer"])
+    levels = {
+        row["problem_id"]: str(problem_level(row.get("meta")) or "all")
         for row in frame.iter_rows(named=True)
-    ]
-    levels = {}
-    for row in frame.iter_rows(named=True):
-        meta = json.loads(row["meta"] or "{}") if row.get("meta") else {}
-        levels[row["problem_id"]] = str(meta.get("level", "all"))
-    return problems, levels
+    }
+    rows = sorted(frame.iter_rows(named=True), key=lambda row: row["problem_id"])
+    by_level: dict[str, list[dict]] = {}
+    for row in rows:
+        by_level.setdefault(levels[row["problem_id"]], []).append(row)
+    # Round-robin over the levels: the i-th problem of every level before any (i+1)-th.
+    ranked = sorted(
+        ((index, level, row) for level, group in by_level.items() for index, row in enumerate(group)),
+        key=lambda item: (item[0], item[1]),
+    )
+    if config.problems:
+        ranked = ranked[: config.problems]
+    problems = [Problem(row["problem_id"], row["question"], row["answer"]) for _, _, row in ranked]
+    return problems, {problem.problem_id: levels[problem.problem_id] for problem in problems}

@@ -112,6 +112,7 @@ def read_problems(
     seed: int = 0,
     levels: Sequence[int] | None = None,
     test_fraction: float | None = None,
+    validation_fraction: float = 0.0,
     split: str | None = None,
     columns: dict[str, str] | None = None,
     format: str | None = None,
@@ -122,8 +123,8 @@ def read_problems(
 
     ``n`` is the number of problems to generate (``generated``, default 400) or, elsewhere, the
     same as ``limit``: keep the first that many distinct problems. ``split`` names the split of
-    every row; ``test_fraction`` instead assigns train/test by hash (:func:`split_problems`, with
-    ``seed``); with neither, files named like ``*test*`` are ``test`` and others ``train``.
+    every row; ``test_fraction`` (and ``validation_fraction``) instead assigns the split by hash
+    (:func:`split_problems`, with ``seed``); with neither, files named like ``*test*`` are ``test`` and others ``train``.
     ``columns`` maps contract columns (question, answer, solution) to the source's names.
     ``format`` is ``gsm8k`` or ``plain`` (default: ``gsm8k`` when answers contain ``####``).
     ``name`` overrides the ``source`` column; ``dedupe=False`` keeps repeated questions.
@@ -139,6 +140,9 @@ def read_problems(
     _check_count("n", n, generated=source == GENERATED)
     _check_count("limit", limit)
     _check_fraction(test_fraction)
+    _check_fraction(validation_fraction, "validation_fraction")
+    if (test_fraction or 0) + validation_fraction > 1:
+        raise ProblemSourceError("test_fraction + validation_fraction must not exceed 1")
     # 0 means "all" for a file (profiles/paper.yaml: `n: 0  # 0: all`), as for `rstar eval`.
     cap = (limit if limit is not None else (n if source != GENERATED else None)) or None
     if source == GENERATED:
@@ -161,7 +165,7 @@ def read_problems(
     if cap is not None:
         frame = frame.head(cap)
     if test_fraction is not None:
-        frame = split_problems(frame, test_fraction, seed)
+        frame = split_problems(frame, test_fraction, seed, validation_fraction)
     else:
         frame = frame.with_columns(split=pl.lit(split or default_split))
     return LoadedProblems(frame, duplicates)
@@ -173,17 +177,25 @@ def dedupe_problems(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return frame.filter(first), frame.filter(~first)
 
 
-def split_problems(frame: pl.DataFrame, test_fraction: float, seed: int = 0) -> pl.DataFrame:
-    """Assign ``train``/``test`` by a hash of (seed, problem_id).
+def split_problems(
+    frame: pl.DataFrame, test_fraction: float, seed: int = 0, validation_fraction: float = 0.0
+) -> pl.DataFrame:
+    """Assign ``train``/``validation``/``test`` by a hash of (seed, problem_id).
 
     Each problem's split depends on its own id only, so adding or removing problems never moves
-    another one between splits; about ``test_fraction`` of them land in ``test``.
+    another one between splits; about ``test_fraction`` of them land in ``test`` and
+    ``validation_fraction`` in ``validation`` (for tuning, so that ``test`` is only reported).
     """
     _check_fraction(test_fraction)
-    splits = [
-        "test" if _unit_hash(f"{seed}:{pid}") < test_fraction else "train"
-        for pid in frame["problem_id"]
-    ]
+    _check_fraction(validation_fraction, "validation_fraction")
+
+    def split_of(problem_id: str) -> str:
+        position = _unit_hash(f"{seed}:{problem_id}")
+        if position < test_fraction:
+            return "test"
+        return "validation" if position < test_fraction + validation_fraction else "train"
+
+    splits = [split_of(pid) for pid in frame["problem_id"]]
     return frame.with_columns(split=pl.Series(splits, dtype=pl.String))
 
 
@@ -200,12 +212,12 @@ def _check_count(option: str, value: object, generated: bool = False) -> None:
         raise ProblemSourceError(f"{option} must be >= 0 (0 = all), got {value}")
 
 
-def _check_fraction(value: object) -> None:
-    """``test_fraction``: a number in [0, 1] (NaN fails both comparisons)."""
+def _check_fraction(value: object, option: str = "test_fraction") -> None:
+    """A share of problems: a number in [0, 1] (NaN fails both comparisons)."""
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ProblemSourceError(f"test_fraction must be a number within [0, 1], got {value!r}")
+        raise ProblemSourceError(f"{option} must be a number within [0, 1], got {value!r}")
 
 
 def _check_levels(levels: object) -> list[int]:

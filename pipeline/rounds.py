@@ -9,6 +9,7 @@ configs of rStar-Math. Everything a round's search reads is resolved here, once.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,12 +68,50 @@ def mcts_with_overrides(
     return group(params, "mcts", MCTSConfig, **overrides, **fixed)
 
 
+@dataclass(frozen=True)
+class CurriculumConfig:
+    """The `curriculum` params group: which problems teach the step format in the warm start
+    (their reference solutions) and whether the rounds leave them out, so that the rounds search
+    only problems whose solutions the policy never saw."""
+
+    bootstrap_levels: list[int] | None = None  # difficulty levels of the bootstrap set (null: all)
+    bootstrap_problems: int = 0  # at most this many bootstrap problems (0: all of those levels)
+    rounds_exclude_bootstrap: bool = False
+
+    def __post_init__(self) -> None:
+        if self.bootstrap_problems < 0:
+            raise ValueError(f"curriculum.bootstrap_problems must be >= 0, got {self.bootstrap_problems}")
+
+
+def bootstrap_problem_ids(problems: pl.DataFrame, config: CurriculumConfig) -> list[str]:
+    """Train problems with a reference solution at the bootstrap levels, by problem_id."""
+    frame = problems.filter((pl.col("split") == "train") & pl.col("solution").is_not_null())
+    if config.bootstrap_levels is not None:
+        wanted = {int(level) for level in config.bootstrap_levels}
+        frame = frame.filter(pl.Series([problem_level(meta) in wanted for meta in frame["meta"]]))
+    ids = sorted(frame["problem_id"].to_list())
+    return ids[: config.bootstrap_problems] if config.bootstrap_problems else ids
+
+
+def problem_level(meta: str | None) -> int | None:
+    """The difficulty level a problem's meta JSON records (generator and MATH), if any."""
+    try:
+        level = json.loads(meta or "{}").get("level")
+        return int(level) if level is not None else None
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
 def training_problems(
-    problems: pl.DataFrame, config: RoundConfig, status: pl.DataFrame | None
-) -> list[Problem]:
+    problems: pl.DataFrame, config: RoundConfig, status: pl.DataFrame | None,
+    exclude: set[str] = frozenset(),
+) -> list[Problem]:  # fmt: skip
     """The round's training problems, each with its rollout budget: `unsolved_rollouts` for a
-    problem no earlier round solved (when set), else `rollouts`."""
+    problem no earlier round solved (when set), else `rollouts`. ``exclude`` (the bootstrap set
+    when the curriculum says so) is left out before the round's `problems` cap applies."""
     frame = problems.filter(pl.col("split") == "train").sort("problem_id")
+    if exclude:
+        frame = frame.filter(~pl.col("problem_id").is_in(sorted(exclude)))
     if config.problems is not None:
         frame = frame.head(config.problems)
     unsolved: set[str] = set()

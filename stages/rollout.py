@@ -23,7 +23,13 @@ from pipeline.engines import make_engine
 from pipeline.io import write_json, write_parquet
 from pipeline.mcts import MCTS, Problem
 from pipeline.rollout import fingerprint, run_sharded
-from pipeline.rounds import round_config, search_config, training_problems
+from pipeline.rounds import (
+    CurriculumConfig,
+    bootstrap_problem_ids,
+    round_config,
+    search_config,
+    training_problems,
+)  # fmt: skip
 from pipeline.sandbox import Sandbox
 from stages.common import params_errors_as_one_line
 
@@ -73,7 +79,10 @@ def main(argv: list[str] | None = None) -> None:
 
     out_dir = layout.round_dir(round_key)
     previous_status = pl.read_parquet(layout.round_dir(config.previous) / "problem_status.parquet")
-    problems = training_problems(pl.read_parquet(layout.PROBLEMS), config, previous_status)
+    curriculum = group(params, "curriculum", CurriculumConfig)
+    seeds = pl.read_parquet(layout.PROBLEMS)
+    bootstrap = set(bootstrap_problem_ids(seeds, curriculum)) if curriculum.rounds_exclude_bootstrap else set()
+    problems = training_problems(seeds, config, previous_status, exclude=bootstrap)
 
     policy_path = layout.model_dir(config.policy)
     scorer = None

@@ -32,6 +32,7 @@ class SeedsConfig:
     n: int = 400  # problems to generate, or the most to keep from another source
     seed: int = 0
     test_fraction: float = 0.2
+    validation_fraction: float = 0.0  # held out for tuning, so that `test` is only reported
     levels: list[int] = field(default_factory=lambda: list(LEVELS))
     columns: dict[str, str] = field(default_factory=dict)
 
@@ -41,6 +42,7 @@ class SeedsConfig:
             "n": self.n,
             "seed": self.seed,
             "test_fraction": self.test_fraction,
+            "validation_fraction": self.validation_fraction,
         }
         # Passed as given: read_problems checks them and names the option in its error.
         if self.source == GENERATED:

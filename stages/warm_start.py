@@ -27,6 +27,7 @@ from pipeline import layout, steps
 from pipeline.config import ParamsError, group, load_params
 from pipeline.io import write_json
 from pipeline.models import ModelError, atomic_dir
+from pipeline.rounds import CurriculumConfig, bootstrap_problem_ids
 from pipeline.train.common import DataError, TrainConfig, is_main_process, remove_stale_temps
 from pipeline.train.sft import train_sft
 
@@ -46,12 +47,14 @@ class WarmStartConfig(TrainConfig):
     eval_samples: int = 8  # N of pass@N
 
 
-def reference_examples(problems_path: Path) -> pl.DataFrame:
-    """SFT rows (problem_id, prompt, response) from the train problems' reference solutions."""
-    frame = pl.read_parquet(problems_path, columns=["problem_id", "question", "split", "solution"])
-    frame = frame.filter((pl.col("split") == "train") & pl.col("solution").is_not_null()).sort(
-        "problem_id"
+def reference_examples(problems_path: Path, curriculum: CurriculumConfig) -> pl.DataFrame:
+    """SFT rows (problem_id, prompt, response) from the bootstrap problems' reference solutions
+    (pipeline.rounds.bootstrap_problem_ids: train problems of the bootstrap levels)."""
+    frame = pl.read_parquet(
+        problems_path, columns=["problem_id", "question", "split", "solution", "meta"]
     )
+    chosen = bootstrap_problem_ids(frame, curriculum)
+    frame = frame.filter(pl.col("problem_id").is_in(chosen)).sort("problem_id")
     prompts = [steps.sft_prompt(question) for question in frame["question"]]
     return frame.select(
         "problem_id",
@@ -95,7 +98,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
             (tmp / "README.md").write_text(DISABLED)
         return {"enabled": False}
     started = time.perf_counter()
-    examples = reference_examples(layout.PROBLEMS)
+    examples = reference_examples(layout.PROBLEMS, group(params, "curriculum", CurriculumConfig))
     metrics = train_sft(layout.model_dir("base"), examples, out_dir, config, source=layout.PROBLEMS)
     if config.eval_problems > 0 and is_main_process():
         metrics["eval"] = evaluate_policy(params, config, out_dir)

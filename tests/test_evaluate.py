@@ -176,3 +176,26 @@ def test_summary_breaks_every_method_down_by_level():
     assert summary["by_level"]["2"]["greedy"] | {} == {
         "accuracy": 0.5, "ci95_low": 0.0945, "ci95_high": 0.9055, "correct": 1, "problems": 2,
     }  # fmt: skip
+
+
+def test_held_out_problems_take_the_levels_in_turn(tmp_path, monkeypatch):
+    import polars as pl
+
+    from pipeline import layout
+    from pipeline.evaluate import held_out_problems
+
+    # Test problems: three of level 1, one of level 2, two of level 3; a validation problem.
+    levels = {"a": 1, "b": 1, "c": 1, "d": 2, "e": 3, "f": 3, "v": 2}
+    frame = pl.DataFrame({
+        "problem_id": list(levels), "question": list(levels), "answer": ["1"] * 7,
+        "split": ["test"] * 6 + ["validation"],
+        "meta": [f'{{"level": {level}}}' for level in levels.values()],
+    })  # fmt: skip
+    frame.write_parquet(tmp_path / "problems.parquet")
+    monkeypatch.setattr(layout, "PROBLEMS", tmp_path / "problems.parquet")
+    problems, by_level = held_out_problems(EvalConfig(problems=4))
+    # First of each level (a, d, e), then the second of each (b, f): a cut at 4 keeps all three.
+    assert [p.problem_id for p in problems] == ["a", "d", "e", "b"]
+    assert by_level == {"a": "1", "d": "2", "e": "3", "b": "1"}
+    validation, _ = held_out_problems(EvalConfig(problems=0, split="validation"))
+    assert [p.problem_id for p in validation] == ["v"]

@@ -432,6 +432,21 @@ def test_split_by_hash_is_stable_when_problems_are_added():
         split_problems(small, 1.5)
 
 
+def test_a_validation_split_comes_only_from_problems_that_were_train():
+    problems = load_problems("generated", n=600, seed=0)
+    plain = dict(split_problems(problems, 0.2, seed=1).select("problem_id", "split").iter_rows())
+    three = dict(
+        split_problems(problems, 0.2, seed=1, validation_fraction=0.1)
+        .select("problem_id", "split").iter_rows()
+    )  # fmt: skip
+    # The test split is untouched; validation problems were train problems before.
+    assert {pid for pid, s in three.items() if s == "test"} == {pid for pid, s in plain.items() if s == "test"}
+    assert all(plain[pid] == "train" for pid, s in three.items() if s == "validation")
+    assert 0.06 < sum(s == "validation" for s in three.values()) / len(three) < 0.14
+    with pytest.raises(ProblemSourceError, match="must not exceed 1"):
+        read_problems("generated", n=10, test_fraction=0.6, validation_fraction=0.5)
+
+
 # --------------------------------------------------------------------------- the stage
 
 

@@ -6,7 +6,10 @@ import polars as pl
 import pytest
 
 from pipeline.config import ParamsError
-from pipeline.rounds import mcts_with_overrides, round_config, search_config, training_problems
+from pipeline.rounds import (
+    CurriculumConfig, bootstrap_problem_ids, mcts_with_overrides, round_config, search_config,
+    training_problems,
+)  # fmt: skip
 
 PARAMS = {
     "mcts": {"n_children": 12, "temperature": 0.7, "errors_threshold": 2, "max_depth": 16},
@@ -66,3 +69,32 @@ def test_evaluation_overrides_the_mcts_group_the_same_way():
     assert (search.temperature, search.n_children, search.max_depth) == (1.0, 32, 16)
     with pytest.raises(ParamsError, match="evaluate.mcts: unknown key"):
         mcts_with_overrides(PARAMS, {"depth": 3}, "evaluate.mcts")
+
+
+def curriculum_frame() -> pl.DataFrame:
+    levels = [1, 2, 3, 1, 2, 3, 1]
+    return pl.DataFrame({
+        "problem_id": [f"p{i}" for i in range(7)],
+        "question": [f"q{i}" for i in range(7)], "answer": ["1"] * 7,
+        "split": ["train"] * 6 + ["test"],
+        "solution": ["s", "s", "s", None, "s", "s", "s"],
+        "meta": [f'{{"level": {level}}}' for level in levels],
+    })  # fmt: skip
+
+
+def test_bootstrap_set_is_train_problems_with_solutions_at_the_bootstrap_levels():
+    frame = curriculum_frame()
+    # Levels 1 and 2 in train with a solution: p0 (1), p1 (2), p4 (2); p3 has no solution, p6
+    # is a test problem.
+    assert bootstrap_problem_ids(frame, CurriculumConfig(bootstrap_levels=[1, 2])) == ["p0", "p1", "p4"]
+    assert bootstrap_problem_ids(frame, CurriculumConfig(bootstrap_levels=[1, 2], bootstrap_problems=2)) == ["p0", "p1"]
+    assert len(bootstrap_problem_ids(frame, CurriculumConfig())) == 5
+
+
+def test_rounds_can_leave_the_bootstrap_set_out():
+    frame = curriculum_frame()
+    bootstrap = set(bootstrap_problem_ids(frame, CurriculumConfig(bootstrap_levels=[1, 2])))
+    config = round_config({"rounds": {"r1": {"rollouts": 2, "problems": 2}}}, "r1")
+    searched = [p.problem_id for p in training_problems(frame, config, None, exclude=bootstrap)]
+    # The cap of 2 applies after the bootstrap problems are left out.
+    assert searched == ["p2", "p3"]

@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TERMINAL_KINDS = ("answer", "too_deep", "too_many_errors", "unparsable")  # DESIGN.md 3, nodes
-SPLITS = ("train", "test")
+SPLITS = ("train", "validation", "test")  # problems
+PAIR_SPLITS = ("train", "test")  # pairs: held out by problem for the PPM
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.checks.contracts import SPLITS, TERMINAL_KINDS
+from pipeline.checks.contracts import PAIR_SPLITS, SPLITS, TERMINAL_KINDS
 from pipeline.sql import MARGIN_TOLERANCE
 
 TOLERANCE = 1e-6  # for values one column derives from others (q = W / N, margin, mean Q)
@@ -313,7 +313,7 @@ def pairs_checks(min_margin: float) -> list[Check]:
         between("rejected_q", -1, 1),
         between("margin", min_margin - MARGIN_TOLERANCE, None),
         between("weight", 0, 1, strict_low=True),
-        in_set("split", SPLITS),
+        in_set("split", PAIR_SPLITS),
         sql(
             "chosen != rejected",
             ("chosen", "rejected"),
