@@ -7,16 +7,22 @@ stops the publish), then writes a Hub-ready folder::
                                                 params and the git / DVC revision it came from
     data/<config>/<split>-00000-of-00001.parquet
 
-with one config per use (5b: the schemas TRL trainers read):
+with one config per use (5b: the schemas TRL trainers read; pipeline.publish_card says on the
+card what each TRL trainer does with each column):
 
 - ``problems``: the seed problems (splits train and test, the contract's ``split``);
 - ``trajectories``: root-to-terminal paths with their Q-values, every round;
-- ``sft``: the SFT set as ``prompt`` / ``completion`` (the contract's ``response``);
-- ``pairs``: PPM pairs as ``prompt`` (the contract's ``prefix``), ``chosen``, ``rejected`` plus
-  our columns (splits train and test, the contract's ``split``);
+- ``sft``: the SFT set as ``prompt`` (ending with the newline pipeline.train.sft puts before
+  the response) / ``completion`` (the contract's ``response``);
+- ``pairs``: PPM pairs as ``prompt`` (the contract's ``prefix``), ``chosen``, ``rejected``,
+  ``q_margin`` (the contract's ``margin``, renamed so TRL does not subtract it in its loss)
+  plus our columns (splits train and test, the contract's ``split``);
 - ``steps``: TRL's stepwise-supervision (PRM) format, one row per trajectory: ``prompt``
   (the SFT prompt and the ``<code>`` opening, as the PPM sees it), ``completions`` (the step
   texts) and ``labels`` (one bool per step: Q > 0).
+
+``sft``, ``pairs`` and ``steps`` hold each training example once: a row that several rounds
+produced is the latest round's, with ``rounds`` listing them all (:func:`latest_once`).
 
 A split with no rows is left out of the card (``datasets`` cannot load an empty Parquet split)
 and named in its body. The folder is built beside ``out_dir`` and renamed into place, so a
@@ -31,9 +37,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import pyarrow as pa
@@ -41,33 +46,23 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipeline import layout, steps
+from pipeline.publish_card import (
+    CardInputs,
+    ConfigOut,
+    card_body,
+    card_metadata,
+    size_category,
+    write_card,
+)
 from pipeline.sql import sql_literal
 
-PAPER = "https://arxiv.org/abs/2501.04519"
+__all__ = ["size_category"]  # tests and callers read it here
+
 PUBLISHED_TABLES = ("trajectories", "sft", "pairs")  # per round; plus problems
 ROWS_PER_SHARD = 200_000
-SIZE_CATEGORIES = ((1e3, "n<1K"), (1e4, "1K<n<10K"), (1e5, "10K<n<100K"), (1e6, "100K<n<1M"),
-                   (1e7, "1M<n<10M"), (1e8, "10M<n<100M"), (1e9, "100M<n<1B"))  # fmt: skip
-TAGS = ["math", "reasoning", "mcts", "process-reward-model", "preference", "rstar-math",
-        "synthetic", "trl", "dvc"]  # fmt: skip
 TOKEN_HINT = "run `hf auth login` (or `huggingface-cli login`) or set HF_TOKEN"
 
-RECIPE = """\
-Self-evolution data of [rStar-Math]({paper}) (Guan et al., 2025), rebuilt by the open \
-`rstar-data` DVC pipeline: for every seed math problem, Monte Carlo Tree Search over \
-code-augmented reasoning steps (each step is Python whose comments carry the reasoning; every \
-step is executed, failing steps are penalised), terminal answers graded against the ground truth \
-and backed up as Q-values; from the trees, the SFT set (top-2 correct trajectories per problem by \
-mean Q) and step-level preference pairs for the process preference model (PPM: high-Q vs low-Q \
-sibling steps). In PPM-augmented rounds the previous round's PPM initialises every new step's \
-value."""
 
-COLUMNS_NOTE = """\
-Column names follow the pipeline's data contracts, except where TRL expects others: \
-`pairs.prompt` is the contract's `prefix` (the prompt and the solution so far) and \
-`sft.completion` is its `response`. In `steps`, `prompt` is the SFT prompt followed by the \
-solution's opening `<code>` line, and `prompt + ''.join(completions)` is the exact text of the \
-trajectory (steps carry their own markers: use `step_separator=""`)."""
 
 
 class PublishError(RuntimeError):
@@ -82,19 +77,6 @@ class ContractError(PublishError):
     exit_code = 1
 
 
-@dataclass
-class ConfigOut:
-    """One config of the published dataset: rows per split, shard paths, columns, its purpose."""
-
-    name: str
-    about: str
-    splits: dict[str, int] = field(default_factory=dict)
-    files: dict[str, list[str]] = field(default_factory=dict)
-    columns: list[str] = field(default_factory=list)
-
-    @property
-    def rows(self) -> int:
-        return sum(self.splits.values())
 
 
 # --------------------------------------------------------------------------- inputs
@@ -180,49 +162,105 @@ def _files(repo: Path, rounds: list[str], table: str) -> str:
     )
 
 
-def config_queries(repo: Path, rounds: list[str]) -> dict[str, tuple[str, str, str | None]]:
-    """Per config: (what it is, SQL over the inputs, the column that names its split or None)."""
+class ConfigQuery(NamedTuple):
+    about: str
+    sql: str  # the config's rows, in order
+    split_column: str | None  # the column that names each row's split; None: all train
+    before_dedup: str | None = None  # the rows of every round before repeats are removed
+
+
+def latest_once(source: str, keys: str) -> str:
+    """Rows of ``source`` once per ``keys``: the latest round's row, plus ``rounds``, the sorted
+    rounds that had it. The pipeline trains each round on its own table only; a dataset of all
+    rounds would count a repeated row once per round."""
+    window = f"OVER (PARTITION BY {keys})"
+    return (
+        f"SELECT * EXCLUDE (latest_first) FROM (SELECT *, list_sort(list(round) {window}) AS rounds, "
+        f"row_number() OVER (PARTITION BY {keys} ORDER BY round DESC) AS latest_first "
+        f"FROM {source}) WHERE latest_first = 1"
+    )
+
+
+DEDUP_KEYS = {  # what makes two rows the same training example
+    "sft": "problem_id, prompt, response",
+    "pairs": "problem_id, prefix, chosen, rejected",
+    "steps": "problem_id, steps",
+}
+
+
+def config_queries(repo: Path, rounds: list[str]) -> dict[str, ConfigQuery]:
+    """Per config: what it is, its SQL over the inputs, its split column, the rows before dedup."""
     problems = f"read_parquet({sql_literal(repo / layout.PROBLEMS)})"
     trajectories, sft, pairs = (_files(repo, rounds, t) for t in PUBLISHED_TABLES)
+    once = {name: f"({latest_once(table, DEDUP_KEYS[name])})"
+            for name, table in (("sft", sft), ("pairs", pairs), ("steps", trajectories))}  # fmt: skip
     return {
-        "problems": (
+        "problems": ConfigQuery(
             "the seed problems with their answers and reference solutions",
             f"SELECT * FROM {problems} ORDER BY problem_id",
             "split",
         ),
-        "trajectories": (
-            "root-to-terminal paths of the MCTS trees with per-step Q-values",
+        "trajectories": ConfigQuery(
+            "root-to-terminal paths of the MCTS trees with per-step Q-values, every round",
             f"SELECT * FROM {trajectories} ORDER BY round, problem_id, leaf_id",
             None,
         ),
-        "sft": (
+        # `prompt` carries the newline pipeline.train.sft puts between prompt and response:
+        # TRL joins prompt + completion with nothing between them.
+        "sft": ConfigQuery(
             "the SFT set (top-2 correct trajectories per problem by mean Q), prompt/completion",
             (
-                f"SELECT * EXCLUDE (response), response AS completion FROM {sft} "
+                "SELECT prompt || chr(10) AS prompt, response AS completion, "
+                f"* EXCLUDE (prompt, response) FROM {once['sft']} "
                 "ORDER BY round, problem_id, rank"
             ),
             None,
+            f"SELECT * FROM {sft}",
         ),
-        "pairs": (
+        # `margin` would enter TRL's reward loss; the pipeline's PPM loss has none.
+        "pairs": ConfigQuery(
             "step-level preference pairs for the PPM: prompt (the prefix), chosen, rejected",
             (
-                "SELECT prefix AS prompt, chosen, rejected, * EXCLUDE (prefix, chosen, rejected) "
-                f"FROM {pairs} ORDER BY round, problem_id, node_id, chosen, rejected"
+                "SELECT prefix AS prompt, chosen, rejected, margin AS q_margin, "
+                "* EXCLUDE (prefix, chosen, rejected, margin) "
+                f"FROM {once['pairs']} ORDER BY round, problem_id, node_id, chosen, rejected"
             ),
             "split",
+            f"SELECT * FROM {pairs}",
         ),
-        "steps": (
+        "steps": ConfigQuery(
             "stepwise supervision for a PRM: prompt, completions (steps), labels (Q > 0)",
             (
                 "SELECT rstar_step_prompt(p.question) AS prompt, t.steps AS completions, "
                 "list_transform(t.q_values, lambda q: q > 0) AS labels, t.problem_id, t.round, "
-                "t.leaf_id, t.q_values, t.correct, t.has_error "
-                f"FROM {trajectories} AS t JOIN {problems} AS p USING (problem_id) "
+                "t.rounds, t.leaf_id, t.q_values, t.correct, t.has_error "
+                f"FROM {once['steps']} AS t JOIN {problems} AS p USING (problem_id) "
                 "ORDER BY t.round, t.problem_id, t.leaf_id"
             ),
             None,
+            f"SELECT * FROM {trajectories}",
         ),
     }
+
+
+STEPS_CHECKS = {  # the published steps rows a PRM trainer needs; the card lists them
+    "one label per step": "len(labels) != len(completions)",
+    "at least one step": "len(completions) = 0",
+    "no missing text": "prompt IS NULL OR list_contains(completions, NULL)",
+}
+
+
+def check_steps(con: duckdb.DuckDBPyConnection, query: str) -> dict[str, Any]:
+    """Check the ``steps`` config's rows; :class:`ContractError` names the first failing check."""
+    for name, broken in STEPS_CHECKS.items():
+        found = con.sql(f"SELECT leaf_id, round FROM ({query}) WHERE {broken} LIMIT 1").fetchall()
+        if found:
+            leaf, round_ = found[0]
+            raise ContractError(
+                f"not published: steps row of leaf {leaf} (round {round_}) fails {name!r}"
+            )
+    rows = con.sql(f"SELECT count(*) FROM ({query})").fetchall()[0][0]
+    return {"rows": rows, "checks": len(STEPS_CHECKS)}
 
 
 def _step_prompts(questions: pa.Array) -> pa.Array:
@@ -272,12 +310,14 @@ def write_split(
 
 def write_configs(
     repo: Path, rounds: list[str], folder: Path, rows_per_shard: int = ROWS_PER_SHARD
-) -> list[ConfigOut]:
-    """Write every config's splits under ``folder/data/<config>/``."""
+) -> tuple[list[ConfigOut], dict[str, Any]]:
+    """Write every config's splits under ``folder/data/<config>/``; (configs, steps checks)."""
     configs = []
     con = _connect()
     try:
-        for name, (about, query, split_column) in config_queries(repo, rounds).items():
+        queries = config_queries(repo, rounds)
+        steps_checked = check_steps(con, queries["steps"].sql)
+        for name, (about, query, split_column, before_dedup) in queries.items():
             out = ConfigOut(name, about)
             splits = ["train"]
             if split_column:
@@ -295,10 +335,13 @@ def write_configs(
                 out.splits[split] = rows
                 if rows:
                     out.files[split] = [p.relative_to(folder).as_posix() for p in paths]
+            if before_dedup:
+                out.repeats = con.sql(f"SELECT count(*) FROM ({before_dedup})").fetchall()[0][0]
+                out.repeats -= out.rows
             configs.append(out)
     finally:
         con.close()
-    return configs
+    return configs, steps_checked
 
 
 # --------------------------------------------------------------------------- provenance
@@ -329,167 +372,13 @@ def lock_hashes(repo: Path, paths: list[str]) -> dict[str, str | None]:
     return {path: recorded.get(path) for path in paths}
 
 
-def size_category(rows: int) -> str:
-    for limit, label in SIZE_CATEGORIES:
-        if rows < limit:
-            return label
-    return "n>1B"
 
 
-# --------------------------------------------------------------------------- the card
-
-
-def card_metadata(configs: list[ConfigOut], license: str, pretty_name: str) -> dict[str, Any]:
-    """The card's YAML front matter: configs and their data files, license, categories, tags."""
-    listed = [c for c in configs if c.files]
-    entries = []
-    for config in listed:
-        entry: dict[str, Any] = {"config_name": config.name}
-        if config.name == "sft":
-            entry["default"] = True
-        entry["data_files"] = [
-            {"split": split, "path": f"data/{config.name}/{split}-*.parquet"}
-            for split in config.files
-        ]
-        entries.append(entry)
-    largest = max((c.rows for c in configs), default=0)
-    return {
-        "license": license,
-        "language": ["en"],
-        "pretty_name": pretty_name,
-        "task_categories": ["text-generation", "reinforcement-learning"],
-        "tags": TAGS,
-        "size_categories": [size_category(largest)],
-        "configs": entries,
-    }
-
-
-def _round_rows(repo: Path, rounds: list[str]) -> list[str]:
-    """One markdown row per round from data/stats/rN.json and data/eval/rN.json."""
-    import json
-
-    rows = []
-    for key in rounds:
-        stats_path = repo / layout.DATA / "stats" / f"{key}.json"
-        eval_path = repo / layout.DATA / "eval" / f"{key}.json"
-        total: dict[str, Any] = {}
-        if stats_path.is_file():
-            entries = json.loads(stats_path.read_text()).get("rounds", {})
-            total = entries.get(str(layout.round_number(key)), {}).get("total", {})
-        accuracy = (
-            json.loads(eval_path.read_text()).get("accuracy", {}) if eval_path.is_file() else {}
-        )
-        shown = (
-            ", ".join(
-                f"{name} {value:.3f}"
-                for name, value in sorted(accuracy.items())
-                if isinstance(value, (int, float))
-            )
-            or "–"
-        )
-        cells = [total.get(name, "–") for name in
-                 ("problems", "solved", "trajectories", "correct_trajectories", "sft_rows", "pairs")]  # fmt: skip
-        rows.append(f"| {key} | " + " | ".join(str(c) for c in cells) + f" | {shown} |")
-    return rows
-
-
-def card_body(
-    repo: Path,
-    rounds: list[str],
-    configs: list[ConfigOut],
-    params_text: str,
-    validation: dict[str, dict[str, Any]],
-    pretty_name: str,
-    repo_id: str | None,
-) -> str:
-    """The card's markdown: recipe, configs, how to load and train, stats, params, provenance."""
-    name = repo_id or "<user>/<dataset>"
-    revision = git_revision(repo)
-    sources = [layout.PROBLEMS.as_posix()] + [
+def source_tables(rounds: list[str]) -> list[str]:
+    """The tables a build reads, as dvc.lock names them."""
+    return [layout.PROBLEMS.as_posix()] + [
         (layout.round_dir(k) / f"{t}.parquet").as_posix() for k in rounds for t in PUBLISHED_TABLES
     ]
-    hashes = lock_hashes(repo, sources)
-    empty = [f"`{c.name}` {split}" for c in configs for split, n in c.splits.items() if n == 0]
-    config_rows = [
-        f"| `{c.name}` | " + ", ".join(f"{s}: {n}" for s, n in c.splits.items()) + f" | {c.about} | "
-        + ", ".join(f"`{col}`" for col in c.columns) + " |"
-        for c in configs
-    ]  # fmt: skip
-    commit = revision["commit"] or "unknown (not a git repository)"
-    dirty = {True: " (with uncommitted changes)", False: "", None: ""}[revision["dirty"]]
-    lines = [
-        f"# {pretty_name}",
-        "",
-        RECIPE.format(paper=PAPER),
-        "",
-        f"Rounds: {', '.join(rounds)}.",
-        "",
-        "## Configs",
-        "",
-        "| config | rows | what | columns |",
-        "|---|---|---|---|",
-        *config_rows,
-        "",
-    ]
-    if empty:
-        lines += [f"Empty in this build, so not listed as data files: {', '.join(empty)}.", ""]
-    lines += [
-        COLUMNS_NOTE,
-        "",
-        "## Use",
-        "",
-        "```python",
-        "from datasets import load_dataset",
-        "",
-        f'pairs = load_dataset("{name}", "pairs")        # trl.RewardTrainer: prompt, chosen, rejected',
-        f'steps = load_dataset("{name}", "steps")        # trl.PRMTrainer: prompt, completions, labels',
-        f'sft = load_dataset("{name}", "sft")            # trl.SFTTrainer: prompt, completion',
-        "```",
-        "",
-        "## Rounds",
-        "",
-        "| round | problems | solved | trajectories | correct | SFT rows | pairs | held-out accuracy |",
-        "|---|---|---|---|---|---|---|---|",
-        *_round_rows(repo, rounds),
-        "",
-        "## Validation",
-        "",
-        "Every published table passed its contract checks before this build:",
-        "",
-        *[f"- `{path}`: {v['rows']} rows, {v['checks']} checks" for path, v in validation.items()],
-        "",
-        "## Parameters",
-        "",
-        "```yaml",
-        params_text.rstrip(),
-        "```",
-        "",
-        "## Provenance",
-        "",
-        f"- git commit: `{commit}`{dirty}",
-        "- DVC hashes (md5 in `dvc.lock`) of the source tables:",
-        *[f"  - `{path}`: `{md5 or 'not in dvc.lock'}`" for path, md5 in hashes.items()],
-        "",
-        "## Citation",
-        "",
-        "```bibtex",
-        "@article{guan2025rstar,",
-        "  title={rStar-Math: Small LLMs Can Master Math Reasoning with Self-Evolved Deep Thinking},",
-        "  author={Guan, Xinyu and Zhang, Li Lyna and Liu, Yifei and Shang, Ning and Sun, Youran and Zhu, Yi and Yang, Fan and Yang, Mao},",
-        "  journal={arXiv preprint arXiv:2501.04519},",
-        "  year={2025}",
-        "}",
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def write_card(folder: Path, metadata: dict[str, Any], body: str) -> Path:
-    path = folder / "README.md"
-    front = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
-    path.write_text(f"---\n{front}---\n\n{body}")
-    return path
 
 
 # --------------------------------------------------------------------------- the folder
@@ -504,6 +393,7 @@ def build_dataset_folder(
     params_path: Path | None = None,
     pretty_name: str = "rStar-Math self-evolution data",
     repo_id: str | None = None,
+    for_hub: bool = False,
     rows_per_shard: int = ROWS_PER_SHARD,
 ) -> Path:
     """Validate the tables of ``rounds`` (None: every round in params) and write a Hub-ready folder.
@@ -511,6 +401,10 @@ def build_dataset_folder(
     The folder (``out_dir``, replaced whole) holds ``README.md`` (the dataset card) and
     ``data/<config>/<split>-NNNNN-of-NNNNN.parquet``. Raises :class:`PublishError` when an input
     is missing or a table breaks its contract; then ``out_dir`` is left as it was.
+
+    The card's training snippets load ``out_dir`` and the last round's policy by their paths,
+    so they run as written on this machine; ``for_hub`` (a push) makes them load ``repo_id``
+    and the policy's path inside the repository instead.
     """
     repo = Path(repo).resolve()
     out_dir = Path(out_dir).resolve()
@@ -523,12 +417,17 @@ def build_dataset_folder(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
     try:
-        configs = write_configs(repo, keys, building, rows_per_shard)
-        metadata = card_metadata(configs, license, pretty_name)
-        body = card_body(
-            repo, keys, configs, params_path.read_text(), validation, pretty_name, repo_id
-        )
-        write_card(building, metadata, body)
+        configs, steps_checked = write_configs(repo, keys, building, rows_per_shard)
+        validation["steps config (from the trajectories and problems)"] = steps_checked
+        policy = layout.model_dir(keys[-1])
+        inputs = CardInputs(
+            repo=repo, rounds=keys, params_text=params_path.read_text(), validation=validation,
+            pretty_name=pretty_name,
+            data=repo_id if for_hub and repo_id else str(out_dir),
+            model=policy.as_posix() if for_hub else str(repo / policy),
+            revision=git_revision(repo), hashes=lock_hashes(repo, source_tables(keys)),
+        )  # fmt: skip
+        write_card(building, card_metadata(configs, license, pretty_name), card_body(configs, inputs))
         _replace_dir(building, out_dir)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
@@ -636,7 +535,7 @@ def run_publish_cli(
         check_hub_access()
         with tempfile.TemporaryDirectory(prefix="rstar-publish-") as scratch:
             folder = build_dataset_folder(
-                repo, rounds, out or Path(scratch) / "dataset", repo_id=repo_id
+                repo, rounds, out or Path(scratch) / "dataset", repo_id=repo_id, for_hub=True
             )
             url = push_to_hub(folder, repo_id, private=private, revision=revision)
         return 0, f"published {repo_id} to {url}" + (f" (branch {revision})" if revision else "")

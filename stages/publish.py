@@ -3,7 +3,8 @@
 Validates data/seeds/problems.parquet and each round's trajectories, sft and pairs tables
 (a broken table fails the stage and writes nothing), then writes --out (default data/publish):
 README.md (the dataset card) and data/<config>/<split>-*.parquet for the configs problems,
-trajectories, sft, pairs and steps (pipeline.publish, DESIGN.md 5b). Nothing is uploaded here:
+trajectories, sft, pairs and steps (pipeline.publish, DESIGN.md 5b), and a card whose TRL
+snippets load that folder by path (pipeline.publish_card). Nothing is uploaded here:
 `rstar publish --repo-id USER/NAME` pushes. Exits 1 when a table breaks its contract, 2 on bad
 usage or missing inputs.
 """
@@ -29,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", default=None, help="comma-separated rounds (default: all in params)"
     )
-    parser.add_argument("--repo-id", default=None, help="Hub id shown in the card's examples")
+    parser.add_argument(
+        "--repo-id", default=None, help="Hub id of the data (the card's snippets load --out)"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:

@@ -65,14 +65,23 @@ def expected_splits(repo: Path, rounds: list[str]) -> dict[str, dict[str, int]]:
         counts = dict(frame.group_by("split").len().iter_rows())
         return {"train": counts.get("train", 0), **counts}
 
-    trajectories = rounds_of("trajectories").height
     return {
         "problems": by_split(pl.read_parquet(repo / "data/seeds/problems.parquet")),
-        "trajectories": {"train": trajectories},
-        "steps": {"train": trajectories},
-        "sft": {"train": rounds_of("sft").height},
-        "pairs": by_split(rounds_of("pairs")),
+        "trajectories": {"train": rounds_of("trajectories").height},
+        "steps": {"train": distinct(rounds_of("trajectories"), "steps").height},
+        "sft": {"train": distinct(rounds_of("sft"), "sft").height},
+        "pairs": by_split(distinct(rounds_of("pairs"), "pairs")),
     }
+
+
+REPEAT_KEYS = {"sft": ["problem_id", "prompt", "response"],
+               "pairs": ["problem_id", "prefix", "chosen", "rejected"],
+               "steps": ["problem_id", "steps"]}  # fmt: skip
+
+
+def distinct(frame: pl.DataFrame, config: str) -> pl.DataFrame:
+    """One row per training example of ``config``: the latest round's."""
+    return frame.sort("round", descending=True).unique(REPEAT_KEYS[config], keep="first")
 
 
 def check_folder(folder: Path, repo: Path, rounds: list[str], cache: Path) -> dict:
@@ -119,6 +128,7 @@ def test_every_config_of_the_smoke_build_loads_with_its_rows(smoke_repo, smoke_f
                      .select("problem_id", "question").iter_rows())  # fmt: skip
     for row in step_rows:
         source = by_leaf[(row["round"], row["leaf_id"])]
+        assert row["round"] == max(row["rounds"])
         assert row["completions"] == source["steps"]
         assert row["labels"] == [q > 0 for q in source["q_values"]]
         assert row["prompt"] == steps.generation_prefix(
@@ -209,10 +219,13 @@ def test_pairs_and_sft_take_trl_columns(smoke_repo, tmp_path, offline):
     assert "prefix" not in pairs["train"].column_names  # it is `prompt`
     published = pl.concat([pairs[split].to_polars() for split in pairs])
     assert sorted(published["prompt"].to_list()) == sorted(source["prefix"].to_list())
+    assert "margin" not in published.columns  # TRL would subtract it in the loss
+    assert sorted(published["q_margin"].to_list()) == sorted(source["margin"].to_list())
     assert set(pairs["test"]["node_id"]) == {"n2"}
     sft = load(folder, "sft", offline)["train"]
     assert {"prompt", "completion"} <= set(sft.column_names)
     assert "<code>\nprint(6)\n<end_of_code>\n" in sft["completion"]
+    assert all(prompt.endswith("\n") for prompt in sft["prompt"])  # as pipeline.train.sft joins
     _, body = front_matter(folder / "README.md")
     assert "unknown (not a git repository)" in body
 
@@ -307,3 +320,26 @@ def test_publish_stage_runs_only_when_targeted(smoke_repo):
         }
     finally:
         shutil.rmtree(smoke_repo / "data" / "publish", ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- repeats across rounds
+
+
+@pytest.mark.slow  # the smoke DAG
+def test_rows_repeated_across_rounds_are_published_once_and_counted(smoke_repo, smoke_folder):
+    _, body = front_matter(smoke_folder / "README.md")
+    for config, table in (("sft", "sft"), ("pairs", "pairs"), ("steps", "trajectories")):
+        frame = pl.concat([pl.read_parquet(smoke_repo / f"data/rounds/{k}/{table}.parquet")
+                           for k in ("r1", "r2")])  # fmt: skip
+        kept = distinct(frame, config)
+        published = pl.concat([pl.read_parquet(p)
+                               for p in sorted((smoke_folder / "data" / config).iterdir())])  # fmt: skip
+        assert published.height == kept.height
+        removed = frame.height - kept.height
+        assert f"| `{config}` | {frame.height} | {removed} | {kept.height} |" in body
+        # every round that had the row, and the row kept is the latest round's
+        seen = frame.group_by(REPEAT_KEYS[config]).agg(pl.col("round").sort().alias("rounds"))
+        assert sorted(map(tuple, published["rounds"].to_list())) == sorted(
+            map(tuple, seen["rounds"].to_list())
+        )
+        assert (published["round"] == published["rounds"].list.max()).all()
