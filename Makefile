@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # `make repro PROFILE=smoke` switches the active profile first; plain `make repro` keeps params.yaml.
+# It also builds the local dataset folder (publish/dvc.yaml), so `dvc status` is clean after it.
 PROFILE ?=
 
 .PHONY: setup repro test smoke bench lint clean-venv
@@ -24,6 +25,7 @@ $(STAMP): pyproject.toml
 repro: setup
 	$(if $(PROFILE),$(BIN)/rstar profile $(PROFILE))
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro publish/dvc.yaml
 
 test: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest

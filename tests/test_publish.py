@@ -318,6 +318,9 @@ def test_publish_stage_runs_only_when_targeted(smoke_repo):
         assert {"problems", "trajectories", "steps"} <= {
             c["config_name"] for c in metadata["configs"]
         }
+        # What `make repro` and `make smoke` run, both DAGs, leaves every stage up to date.
+        status = dvc(smoke_repo, "status", "--json")
+        assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout
     finally:
         shutil.rmtree(smoke_repo / "data" / "publish", ignore_errors=True)
 
