@@ -4,14 +4,14 @@
 
 1. Generates synthetic search trees (many problems, about 4 children per expansion, depth up
    to 8, graded terminals, invalid terminals, PPM-initialised steps) with statistics that follow
-   the backup rule of DESIGN.md section 2, as sharded `nodes` Parquet plus `problems` Parquet.
+   the backup rule of docs/algorithm.md, as sharded `nodes` Parquet plus `problems` Parquet.
 2. Runs (a) ``pipeline.sql.derive_pairs`` + ``derive_sft`` and (b) the reference below: load the
    rows into dicts and walk each tree recursively, the way the paper's scripts do.
 3. Compares the two outputs row by row (all columns, sorted), then prints the time and peak
    memory (resident set size of this process) of each, and last ``speedup: N.Nx``.
 
 Exits non-zero when the outputs differ. The reference implementation is written independently
-of the SQL from DESIGN.md section 2 and is also used by tests/test_sql.py on random trees.
+of the SQL from docs/algorithm.md and is also used by tests/test_sql.py on random trees.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def reference_pairs(
     min_edit: int,
     heldout_fraction: float,
 ) -> list[dict]:
-    """DESIGN.md section 2, "PPM pairs", walking one tree breadth-first."""
+    """docs/algorithm.md, "PPM pairs", walking one tree breadth-first."""
     root = tree.root
     assert root is not None
     prompt = steps.sft_prompt(question)
@@ -175,7 +175,7 @@ def reference_pairs(
 
 
 def reference_sft(tree: RefTree, question: str, per_problem: int) -> list[dict]:
-    """DESIGN.md section 2, "SFT set": the top correct, error-free trajectories of one tree."""
+    """docs/algorithm.md, "SFT set": the top correct, error-free trajectories of one tree."""
     root = tree.root
     assert root is not None
     found: list[tuple[float, float, list[int], list[str]]] = []
@@ -255,7 +255,7 @@ def _answer_text(rng: random.Random, value: int) -> str:
 
 
 def synthetic_tree(rng: random.Random, problem_id: str, round_: int, cap: int) -> list[dict]:
-    """One random search tree whose statistics follow the backup rule of DESIGN.md section 2."""
+    """One random search tree whose statistics follow the backup rule of docs/algorithm.md."""
     p_correct = rng.uniform(0.05, 0.95)
     ppm_round = rng.random() < 0.5
     rows: list[dict] = []
@@ -296,7 +296,7 @@ def synthetic_tree(rng: random.Random, problem_id: str, round_: int, cap: int) -
             continue  # left unexpanded
         texts: set[str] = set()
         child_depth = depth + 1
-        # An expansion that reached an answer keeps that sample alone (DESIGN.md 2); otherwise
+        # An expansion that reached an answer keeps that sample alone (docs/algorithm.md); otherwise
         # its samples are code, some of them invalid terminals. max_depth spares answers only.
         if rng.random() < 0.04 + 0.07 * child_depth:
             kinds: list[str | None] = ["answer"]
@@ -341,7 +341,7 @@ def synthetic_tree(rng: random.Random, problem_id: str, round_: int, cap: int) -
 
 
 def _backup(rows: list[dict], parents: list[int]) -> None:
-    """Statistics of DESIGN.md section 2: PPM init on itself, graded rewards to the root,
+    """Statistics of docs/algorithm.md: PPM init on itself, graded rewards to the root,
     invalid terminals -1 on themselves only; then Q = W / N and is_terminal."""
     for row in rows:
         if row["ppm_score"] is not None:

@@ -1,6 +1,6 @@
 """One grading worker process, talked to over a pipe, killed when a call overruns.
 
-DESIGN.md section 5b: math-verify's SIGALRM timeout fails off the main thread, so grading is
+docs/algorithm.md (deviations): math-verify's SIGALRM timeout fails off the main thread, so grading is
 bounded from outside instead. :class:`WorkerProcess` starts ``python -m
 pipeline._grading_worker`` with ``subprocess`` (not ``multiprocessing``: spawning would re-import the caller's ``__main__``,
 perhaps a stage that imports torch) and exchanges one JSON line per request. A reply that does

@@ -2,7 +2,7 @@
 
 :mod:`pipeline.answer` never calls math-verify in the caller's process: sympy can spend
 unbounded time (and memory) on inputs such as ``2^{2^{2^{100}}}``, and math-verify's own timeout
-uses SIGALRM, which fails off the main thread (DESIGN.md section 5b). So this module runs as a
+uses SIGALRM, which fails off the main thread (docs/algorithm.md, deviations). So this module runs as a
 child process (``python -m pipeline._grading_worker``) that the parent kills and replaces on
 overrun.
 Its signal-based timeouts are switched off (``parsing_timeout=None``, ``timeout_seconds=None``).
@@ -38,7 +38,7 @@ from pipeline._numbers import numbers_agree
 # Parse every answer as LaTeX: wrapped in \boxed{} it is taken whole, whatever it looks like.
 _LATEX = [LatexExtractionConfig(boxed_match_priority=0)]
 
-# Guard of DESIGN.md 5b: math-verify compares exact numbers with `evalf(chop=True)`, so two
+# Guard of docs/algorithm.md (deviations): math-verify compares exact numbers with `evalf(chop=True)`, so two
 # tiny exact values (1/2004! and 1/2006!) both chop to 0 and pass. Exact numbers must agree
 # exactly (see _exact_numbers_differ); where sympy cannot tell, to this relative precision,
 # evaluated with this many digits.
@@ -84,7 +84,7 @@ _PYTHONISH = re.compile(
 def python_to_latex(text: str) -> str | None:
     """LaTeX for an answer a program printed (``pi/2``, ``x**2``, ``[1, 2]``), else None.
 
-    The policy's program prints Python and sympy values (DESIGN.md section 2, the output block),
+    The policy's program prints Python and sympy values (docs/algorithm.md, the output block),
     which latex2sympy misreads (``pi`` is ``p*i``, ``x**5`` is nonsense). Translating the text is
     safer than ``sympy.parse_expr``, which runs ``eval`` on what a model wrote.
     """
@@ -225,7 +225,7 @@ def _exact(number: Basic) -> tuple[Fraction, Fraction] | None:
 
 
 def _false_positive(gold: Any, pred: Any) -> bool:
-    """True when math-verify accepted a pair that DESIGN.md 5b lists as wrongly accepted."""
+    """True when math-verify accepted a pair that docs/algorithm.md (deviations) lists as wrongly accepted."""
     if not isinstance(gold, Basic) or not isinstance(pred, Basic):
         return False
     if isinstance(gold, Set) and isinstance(pred, (Relational, And)) and not isinstance(pred, Eq):

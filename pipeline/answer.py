@@ -1,4 +1,4 @@
-"""Answer extraction and grading: the +1 / -1 of a terminal step (DESIGN.md section 2).
+"""Answer extraction and grading: the +1 / -1 of a terminal step (docs/algorithm.md).
 
 ``extract_answer`` takes the last ``\\boxed{...}`` of a step; ``is_equivalent`` says whether a
 predicted answer equals the ground truth, for MATH's LaTeX answers, GSM8K's plain numbers and
@@ -9,7 +9,7 @@ Grading runs in two tiers, so bulk grading stays fast and no input can hang the 
 1. a fast path here, without sympy: answers equal after cheap normalisation, or both plain
    numbers (``1,080``, ``72.0``, ``\\frac{3}{4}``, ``$18``), are decided in microseconds;
 2. everything else goes to math-verify in a worker process (:mod:`pipeline._grading_worker`),
-   bounded per call by ``timeout_s`` and killed and replaced on overrun (DESIGN.md 5b).
+   bounded per call by ``timeout_s`` and killed and replaced on overrun (docs/algorithm.md, deviations).
 
 Conventions a user should know (each has a test):
 

@@ -65,7 +65,7 @@ def validate(
     min_margin: float = typer.Option(0.5, help="pairs: the smallest margin allowed"),
     report: Path = typer.Option(None, help="also write the full JSON report here"),
 ) -> None:
-    """Check a table against its contract (DESIGN.md section 3); non-zero exit when it breaks it."""
+    """Check a table against its contract (docs/data-contracts.md); non-zero exit when it breaks it."""
     from pipeline.checks import run_validate_cli
 
     raise typer.Exit(

@@ -1,4 +1,4 @@
-"""Content diffs between two versions of the dataset (DESIGN.md section 3: stable ids).
+"""Content diffs between two versions of the dataset (docs/data-contracts.md: stable ids).
 
 Every table carries content-derived ids, so two revisions of the repository can be compared row
 by row: ``diff_revisions(repo, "HEAD~1")`` reads the tables of both revisions through DVC's file
@@ -32,7 +32,7 @@ from pipeline.sql import sql_literal
 
 WORKSPACE = "workspace"
 
-# The stable ids of each table (DESIGN.md section 3); round tables are compared within a round.
+# The stable ids of each table (docs/data-contracts.md); round tables are compared within a round.
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "problems": ("problem_id",),
     "nodes": ("node_id",),

@@ -70,7 +70,7 @@ def _judge(response: str, truth: str, program: str, result, grade) -> Verdict:
 
 
 def rerank(groups: Sequence[Hashable], verdicts: Sequence[Verdict]) -> list[int | None]:
-    """The SFT rank of each candidate once the filter has judged it (DESIGN.md 2, "SFT set").
+    """The SFT rank of each candidate once the filter has judged it (docs/algorithm.md, "SFT set").
 
     ``groups`` holds each candidate's (problem_id, round), in the rank order ``derive_sft``
     writes. Kept candidates are numbered 1, 2, ... within their group, so dropping a rank-1

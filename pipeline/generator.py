@@ -1,6 +1,6 @@
 """Seeded generator of arithmetic and algebra word problems with reference solutions.
 
-The embedded default seed source (DESIGN.md sections 1 and 6): nothing to download, and since
+The embedded default seed source (docs/algorithm.md): nothing to download, and since
 the generator knows each computation it also writes a reference solution in the step format,
 which the warm start (round 0) fine-tunes on. Five difficulty levels:
 

@@ -1,4 +1,4 @@
-"""GSM8K worked solutions -> reference solutions in the step format (DESIGN.md section 1, warm start).
+"""GSM8K worked solutions -> reference solutions in the step format (docs/algorithm.md, warm start).
 
 A GSM8K solution is prose with calculator annotations and a final ``#### N`` line::
 

@@ -1,4 +1,4 @@
-"""Stable content-derived ids (DESIGN.md section 3): two builds of the same input agree."""
+"""Stable content-derived ids (docs/data-contracts.md): two builds of the same input agree."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Where each stage's files live (DESIGN.md section 3: rounds under data/rounds/rN).
+"""Where each stage's files live (docs/data-contracts.md: rounds under data/rounds/rN).
 
 Policies and PPMs sit in sibling folders named by the round that trained them, so a stage can
 name exactly the model it reads: data/models/policy/{base,warm_start,rN} and

@@ -1,4 +1,4 @@
-"""Monte Carlo Tree Search over code-augmented steps, batched over many problems (DESIGN.md 2).
+"""Monte Carlo Tree Search over code-augmented steps, batched over many problems (docs/algorithm.md).
 
 All trees advance together: at each step every tree that needs an expansion contributes one
 prompt to a single generation call, all new code candidates run through one
@@ -32,7 +32,7 @@ class CodeRunner(Protocol):
 
 @dataclass(frozen=True)
 class MCTSConfig:
-    """The `mcts` params group; defaults are the paper's (DESIGN.md section 2)."""
+    """The `mcts` params group; defaults are the paper's (docs/algorithm.md)."""
 
     rollouts: int = 8
     n_children: int = 4
@@ -277,7 +277,7 @@ class MCTS:
     def _make_child(
         self, candidate: _Candidate, observation: tuple[str, str | None] | None
     ) -> Node:
-        """Create one child and apply the terminal rules of DESIGN.md section 2."""
+        """Create one child and apply the terminal rules of docs/algorithm.md."""
         parsed, parent = candidate.parsed, candidate.parent
         text = parsed.text
         if parsed.kind == "code" and observation is not None:
@@ -323,7 +323,7 @@ class MCTS:
         scores = [float(score) for score in self.scorer.score(texts)]
         if len(scores) != len(texts):
             raise ValueError(f"PPM returned {len(scores)} scores for {len(texts)} texts")
-        for score in scores:  # DESIGN.md 2: tanh(v / 5) lies in [-1, 1]; NaN would stall UCT
+        for score in scores:  # docs/algorithm.md: tanh(v / 5) lies in [-1, 1]; NaN would stall UCT
             if not -1.0 <= score <= 1.0:
                 raise ValueError(f"PPM score {score} is outside [-1, 1]")
         return scores

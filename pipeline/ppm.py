@@ -1,10 +1,10 @@
-"""The process preference model: a value head on the round's SFT policy (DESIGN.md 2, 5b).
+"""The process preference model: a value head on the round's SFT policy (docs/algorithm.md, 5b).
 
 ``PPM`` = the policy's transformer *without* its LM head (``AutoModel``) + a linear value head
 (hidden -> 1) on the last hidden state of the last non-padding token of
 ``prompt + partial solution`` (``steps.generation_prefix``).
 
-Raw value vs score: the one place where the two meet (DESIGN.md 5b, the paper's code).
+Raw value vs score: the one place where the two meet (docs/algorithm.md (deviations), the paper's code).
   * Training works on the raw value ``v`` (:meth:`PPM.forward`, :meth:`PPM.raw_values`): the
     pairwise loss of :func:`pairwise_loss` is ``-log sigmoid(v_chosen - v_rejected)``.
   * Search and evaluation use the score ``tanh(v / 5)`` in [-1, 1] (:meth:`PPM.score`,

@@ -1,4 +1,4 @@
-"""Seed problem sources -> the ``problems`` table (DESIGN.md section 3).
+"""Seed problem sources -> the ``problems`` table (docs/data-contracts.md).
 
 Sources, chosen by the ``source`` string:
 
@@ -16,7 +16,7 @@ assigned by hashing the id, so adding problems never moves others between splits
 Files are UTF-8 (a byte-order mark is skipped) with LF or CRLF line ends; texts are stored with
 LF line ends, so a CRLF copy of a file gives the same problems. A malformed file, row or
 option is a one-line :class:`ProblemSourceError` naming the file, line/row and column or option
-(DESIGN.md section 7), raised before anything is returned.
+(README.md), raised before anything is returned.
 """
 
 from __future__ import annotations

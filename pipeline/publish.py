@@ -1,4 +1,4 @@
-"""Publishing the dataset to the Hugging Face Hub (DESIGN.md sections 3 and 5b).
+"""Publishing the dataset to the Hugging Face Hub (docs/data-contracts.md).
 
 ``build_dataset_folder`` validates every table it publishes (pipeline.checks; a broken table
 stops the publish), then writes a Hub-ready folder::

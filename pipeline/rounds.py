@@ -1,4 +1,4 @@
-"""The self-evolution schedule: one `rounds.rN` entry per round (DESIGN.md sections 1 and 2).
+"""The self-evolution schedule: one `rounds.rN` entry per round (docs/algorithm.md).
 
 A round names its policy, its PPM (`none`: terminal-guided), the round whose per-problem status
 it continues, its rollout budget, and may override any key of the `mcts` group for its own

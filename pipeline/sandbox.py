@@ -1,6 +1,6 @@
 """Sandbox: a pool of warm workers that run model-written step code safely and fast.
 
-MCTS executes every candidate step together with its ancestors' code (DESIGN.md section 2), so
+MCTS executes every candidate step together with its ancestors' code (docs/algorithm.md), so
 the pipeline runs step code millions of times, and the code is written by a small model: it
 loops forever, allocates terabytes, forks, prints gigabytes, or calls ``os.kill``. A fresh
 ``python`` per step would cost a second of sympy import each time; instead each worker imports

@@ -290,7 +290,7 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
 
     Not a boundary (ctypes can bypass it): the pid namespace, rlimits and Landlock are. It
     turns ``os.system('rm -rf ~')``, a fork bomb or ``kill(0 | -1 | -pgid)`` into a recorded
-    error (DESIGN.md section 2: a failed step is penalised) rather than a run that 'worked'
+    error (docs/algorithm.md: a failed step is penalised) rather than a run that 'worked'
     (``os.system`` only returns an exit status) or one that hits the process limit late.
     """
     if event in _PROCESS_EVENTS:

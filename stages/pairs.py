@@ -1,4 +1,4 @@
-"""Stage `pairs@rN`: step-level preference pairs for the PPM (DESIGN.md section 2, PPM pairs).
+"""Stage `pairs@rN`: step-level preference pairs for the PPM (docs/algorithm.md, PPM pairs).
 
 Reads data/rounds/rN/nodes.parquet and data/seeds/problems.parquet; writes pairs.parquet and
 pairs_stats.json under data/rounds/rN/.

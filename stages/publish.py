@@ -3,7 +3,7 @@
 Validates data/seeds/problems.parquet and each round's trajectories, sft and pairs tables
 (a broken table fails the stage and writes nothing), then writes --out (default data/publish):
 README.md (the dataset card) and data/<config>/<split>-*.parquet for the configs problems,
-trajectories, sft, pairs and steps (pipeline.publish, DESIGN.md 5b), and a card whose TRL
+trajectories, sft, pairs and steps (pipeline.publish, docs/algorithm.md (deviations)), and a card whose TRL
 snippets load that folder by path (pipeline.publish_card). Nothing is uploaded here:
 `rstar publish --repo-id USER/NAME` pushes. Exits 1 when a table breaks its contract, 2 on bad
 usage or missing inputs.

@@ -1,4 +1,4 @@
-"""Stage `seeds`: the seed problems of the run, from params group `seeds` (DESIGN.md section 3).
+"""Stage `seeds`: the seed problems of the run, from params group `seeds` (docs/data-contracts.md).
 
 Writes, each atomically:
 

@@ -25,7 +25,7 @@ from stages.common import params_errors_as_one_line, round_arguments
 
 @dataclass(frozen=True)
 class SFTConfig:
-    """The `sft` params group (DESIGN.md section 2, SFT set)."""
+    """The `sft` params group (docs/algorithm.md, SFT set)."""
 
     per_problem: int = 2
 

@@ -1,4 +1,4 @@
-"""Stage `train_policy@rN`: SFT of round N's policy on the round's SFT set (DESIGN.md 1, 4).
+"""Stage `train_policy@rN`: SFT of round N's policy on the round's SFT set (docs/algorithm.md, 4).
 
 Reads data/rounds/rN/sft.parquet and the starting policy: the policy that searched round N
 (`rounds.rN.policy`: the warm-started or base model in round 1, round N-1's policy after), or

@@ -1,4 +1,4 @@
-"""Stage `train_ppm@rN`: the process preference model of round N (DESIGN.md 2, 5b).
+"""Stage `train_ppm@rN`: the process preference model of round N (docs/algorithm.md, 5b).
 
 Reads data/rounds/rN/pairs.parquet and round N's SFT policy data/models/policy/rN (the PPM
 starts from it, never from the previous PPM). Params group `train_ppm`. Writes, each atomically:

@@ -1,4 +1,4 @@
-"""Stage `validate@rN`: check a round's tables against their contracts (DESIGN.md section 3).
+"""Stage `validate@rN`: check a round's tables against their contracts (docs/data-contracts.md).
 
 Validates data/seeds/problems.parquet and those of data/rounds/rN/{nodes, trajectories, sft,
 pairs}.parquet that exist, every problem id against the problems table and the pairs' margins
@@ -24,7 +24,7 @@ ROUND_TABLES = ("nodes", "trajectories", "sft", "pairs")
 
 
 def min_margin(params_path: str | Path) -> float:
-    """`pairs.min_margin` from the params file (DESIGN.md section 2), 0.5 when absent."""
+    """`pairs.min_margin` from the params file (docs/algorithm.md), 0.5 when absent."""
     pairs = load_params(params_path).get("pairs") or {}
     return float(pairs.get("min_margin", 0.5))
 

@@ -1,4 +1,4 @@
-"""Stage `warm_start`: round 0, SFT of the base model on reference solutions (DESIGN.md 1).
+"""Stage `warm_start`: round 0, SFT of the base model on reference solutions (docs/algorithm.md).
 
 Reads data/seeds/problems.parquet (train split, rows with a `solution`) and data/models/policy/base;
 params group `warm_start`. Training text: ``steps.sft_prompt(question) + "\\n" + solution``.

@@ -175,7 +175,7 @@ NOT_EQUIVALENT = [
     ("1.5 billion dollars", "1.5"),
     ("5\\text{ million dollars}", "5"),
     ("0.2 - 0.6i", "\\frac{1}{5} + \\frac{3}{5}i"),
-    # DESIGN.md 5b: known false positives of math-verify
+    # docs/algorithm.md (deviations): known false positives of math-verify
     ("\\frac{1}{2006!}", "\\frac{1}{2004!}"),
     ("\\frac{1}{2^{98}}", "\\frac{1}{2^{99}}"),
     ("\\frac{1}{3 \\cdot 2^{2006}}", "\\frac{2^{2005}+1}{3 \\cdot 2^{2006}}"),

@@ -1,7 +1,7 @@
 """Table validation (pipeline.checks): valid tables pass, each broken rule is named and counted.
 
 The fixtures are one small search tree per problem, built with pipeline.tree so its ids and
-statistics follow DESIGN.md sections 2 and 3, and the four derived tables written by hand from
+statistics follow docs/algorithm.md, and the four derived tables written by hand from
 it. Each corruption test breaks one rule of a valid table and checks that exactly that rule
 fails, with the number of rows worked out by hand.
 """
@@ -218,7 +218,7 @@ def test_all_null_nullable_column_passes(tmp_path: Path) -> None:
 def test_tables_derived_by_pipeline_sql_keep_their_contracts(
     tmp_path: Path, problems_path: Path
 ) -> None:
-    """The contracts here and the writers in pipeline.sql agree (DESIGN.md section 3)."""
+    """The contracts here and the writers in pipeline.sql agree (docs/data-contracts.md)."""
     from pipeline.sql import derive_pairs, derive_sft, derive_trajectories
 
     nodes = write(nodes_frame(), tmp_path, "nodes.parquet")

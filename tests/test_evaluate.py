@@ -45,7 +45,7 @@ def test_every_method_is_scored_against_the_truth(sandbox):
     problems = [Problem("p1", "What is 6 * 2?", "12"), Problem("p2", "What is 6 + 7?", "13")]
     config = EvalConfig(samples=2, mcts_rollouts=1, mcts_children=2, vote_top=3)
     metrics = evaluate(engine, sandbox, problems, MCTSConfig(), config, scorer=TextScorer("{13}"))
-    # The PPM prefers 13, but an expansion keeps only its first answer (DESIGN.md 2), so the
+    # The PPM prefers 13, but an expansion keeps only its first answer (docs/algorithm.md), so the
     # PPM-guided search and best-of-N only ever see 12.
     assert metrics["accuracy"] == {
         "greedy": 0.5, "pass_at_2": 0.5, "maj_at_2": 0.5, "sampled_pass_at_1": 0.5,

@@ -167,7 +167,7 @@ def test_bad_levels_are_refused_with_a_clear_error():
 
 
 def test_every_reference_solution_passes_in_the_sandbox_and_the_grader(problems):
-    """The check of DESIGN.md section 2, on every one of 500 problems: run, print, grade."""
+    """The check of docs/algorithm.md, on every one of 500 problems: run, print, grade."""
     sandbox = pytest.importorskip("pipeline.sandbox")
     answer = pytest.importorskip("pipeline.answer")
     programs = [solution_program(p.solution) for p in problems]

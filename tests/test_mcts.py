@@ -1,4 +1,4 @@
-"""The search of DESIGN.md section 2 on hand-made scripts, with the real sandbox."""
+"""The search of docs/algorithm.md on hand-made scripts, with the real sandbox."""
 
 from __future__ import annotations
 
@@ -148,7 +148,7 @@ def test_consecutive_errors_end_the_branch(sandbox):
     first = tree.root.children[0]
     second = first.children[0]
     # The first error does not end the branch; its node only turns terminal once its one
-    # child is terminal, and it keeps terminal_kind null (DESIGN.md section 3).
+    # child is terminal, and it keeps terminal_kind null (docs/data-contracts.md).
     assert first.is_error and first.terminal_kind is None and first.consecutive_errors == 1
     assert first.observation.startswith("ZeroDivisionError")
     assert second.terminal_kind == "too_many_errors" and second.consecutive_errors == 2
@@ -225,7 +225,7 @@ def test_backup_check_catches_a_corrupted_tree(sandbox):
 
 # --------------------------------------------------------------------------- hand-worked trees
 #
-# Each table below is one whole search worked out by hand from DESIGN.md section 2; every row is
+# Each table below is one whole search worked out by hand from docs/algorithm.md; every row is
 # (label, depth, child_index, visits, value_sum, is_terminal, terminal_kind, correct, ppm_score,
 # is_error) in pre-order, and q must be value_sum / visits (0 when unvisited).
 
@@ -275,7 +275,7 @@ def search_table(sandbox, script, scorer=None, **config) -> list[tuple]:
 
 
 def check_ids_and_statistics(rows: list[dict]) -> None:
-    """Content ids, parent links, q and tokens as the `nodes` contract states (DESIGN.md 3)."""
+    """Content ids, parent links, q and tokens as the `nodes` contract states (docs/data-contracts.md)."""
     by_id = {row["node_id"]: row for row in rows}
     root = rows[0]
     assert (root["node_id"], root["parent_id"], root["tokens"]) == (ids.root_id("p1"), None, 0)

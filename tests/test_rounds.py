@@ -7,7 +7,11 @@ import pytest
 
 from pipeline.config import ParamsError
 from pipeline.rounds import (
-    CurriculumConfig, bootstrap_problem_ids, mcts_with_overrides, round_config, search_config,
+    CurriculumConfig,
+    bootstrap_problem_ids,
+    mcts_with_overrides,
+    round_config,
+    search_config,
     training_problems,
 )  # fmt: skip
 

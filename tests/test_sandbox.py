@@ -96,7 +96,7 @@ def test_each_run_starts_from_a_fresh_namespace(sandbox):
 
 
 def test_a_step_sees_the_state_its_ancestors_built(sandbox):
-    # DESIGN.md section 2: a step runs after its ancestors' code; their prints stay in the
+    # docs/algorithm.md: a step runs after its ancestors' code; their prints stay in the
     # observation. Step 1 prints 24 (48 / 2), step 2 prints 72 (48 + 24).
     codes = [
         "clips = 48 // 2\nprint(clips)",

@@ -1,4 +1,4 @@
-"""The tree rules of DESIGN.md section 2 in pipeline/sql, pinned on hand-made trees.
+"""The tree rules of docs/algorithm.md in pipeline/sql, pinned on hand-made trees.
 
 Q values follow the backup rule (see tests/tree_builder.py): a graded answer adds +1 (right)
 or -1 (wrong) to itself and every ancestor; an invalid terminal is -1 on itself only; a step
@@ -725,7 +725,7 @@ def test_pair_thresholds_that_make_no_sense_are_refused(tmp_path):
 
 # --------------------------------------------------------------------------- a reference walk
 #
-# DESIGN.md section 2 read once more, straight over the Node objects of tree_builder (not the
+# docs/algorithm.md read once more, straight over the Node objects of tree_builder (not the
 # rows the SQL reads), and compared with the SQL on random small trees that have every kind of
 # terminal, error steps, ties in Q, PPM-initialised steps, repeated problems over rounds and
 # trees that are only a root.

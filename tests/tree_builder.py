@@ -1,6 +1,6 @@
-"""Hand-made search trees for tests, written as `nodes` and `problems` Parquet (DESIGN.md 3).
+"""Hand-made search trees for tests, written as `nodes` and `problems` Parquet (docs/data-contracts.md).
 
-A :class:`Tree` keeps the node statistics the way the search does (DESIGN.md section 2), so a
+A :class:`Tree` keeps the node statistics the way the search does (docs/algorithm.md), so a
 test states only the shape of a tree and reads Q values off the backup rule:
 
 - a graded answer adds (N += 1, W += r) to itself and every ancestor, r = +1 right, -1 wrong;

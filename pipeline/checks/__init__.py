@@ -1,4 +1,4 @@
-"""Table validation: every Parquet table of DESIGN.md section 3 against its contract.
+"""Table validation: every Parquet table of docs/data-contracts.md against its contract.
 
     report = validate_table("nodes", "data/rounds/r1/nodes.parquet",
                             problems_path="data/seeds/problems.parquet")

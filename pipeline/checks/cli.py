@@ -1,4 +1,4 @@
-"""``rstar validate TABLE PATH``: the validation report for people (DESIGN.md section 4).
+"""``rstar validate TABLE PATH``: the validation report for people (README.md).
 
 Exit codes: 0 the file keeps its contract, 1 it breaks it, 2 bad usage or an unreadable file.
 """

@@ -1,4 +1,4 @@
-"""The columns of every table, as DESIGN.md section 3 states them.
+"""The columns of every table, as docs/data-contracts.md states them.
 
 One :class:`Contract` per table: each column's name, its kind of value, whether it may be null
 and whether its values are large (free text, lists). ``kind`` is a family of Parquet (Arrow)
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TERMINAL_KINDS = ("answer", "too_deep", "too_many_errors", "unparsable")  # DESIGN.md 3, nodes
+TERMINAL_KINDS = ("answer", "too_deep", "too_many_errors", "unparsable")  # docs/data-contracts.md, nodes
 SPLITS = ("train", "validation", "test")  # problems
 PAIR_SPLITS = ("train", "test")  # pairs: held out by problem for the PPM
 

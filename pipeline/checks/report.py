@@ -51,7 +51,7 @@ Failure = CheckResult  # a failure is a CheckResult whose status is "failed"
 
 @dataclass
 class ValidationReport:
-    """The checks of one table file against its contract (DESIGN.md section 3)."""
+    """The checks of one table file against its contract (docs/data-contracts.md)."""
 
     table: str
     path: str

@@ -1,4 +1,4 @@
-"""The value rules of every table (DESIGN.md sections 2 and 3), as declarative checks.
+"""The value rules of every table (docs/algorithm.md), as declarative checks.
 
 A :class:`Check` is run by exactly one engine:
 
@@ -93,7 +93,7 @@ def sql(
 
 
 def known_problem() -> Check:
-    """Every problem id of a derived table is a row of the problems table (DESIGN.md 3)."""
+    """Every problem id of a derived table is a row of the problems table (docs/data-contracts.md)."""
     return sql(
         "problem_id in the problems table",
         ("problem_id",),
@@ -119,7 +119,7 @@ def problems_checks() -> list[Check]:
     ]
 
 
-# A node's visits and value sum follow from its subtree (DESIGN.md section 3): every graded
+# A node's visits and value sum follow from its subtree (docs/data-contracts.md): every graded
 # answer below it (itself included) backs up once, r = +1 right / -1 wrong (or its PPM score
 # when the search backed up PPM scores, as evaluation does); a PPM-initialised step adds its
 # score once; an invalid terminal adds -1 to itself only. pipeline.tree.backup_violations is

@@ -1,4 +1,4 @@
-"""Column presence and types, read from the Parquet schema (DESIGN.md section 3).
+"""Column presence and types, read from the Parquet schema (docs/data-contracts.md).
 
 Types are checked on the file's Arrow schema, not on a pandas frame: pandas turns an integer
 column with nulls into floats and a nullable bool into objects, so only the file says what was

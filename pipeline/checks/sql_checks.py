@@ -24,7 +24,7 @@ def connect(path: Path, problems_path: Path | None) -> duckdb.DuckDBPyConnection
     con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({sql_literal(path)})")
     if problems_path is not None:
         con.execute(f"CREATE VIEW problems AS SELECT * FROM read_parquet({sql_literal(problems_path)})")
-    # The stable ids of DESIGN.md section 3, defined once in pipeline.ids.
+    # The stable ids of docs/data-contracts.md, defined once in pipeline.ids.
     con.create_function("rstar_problem_id", ids.problem_id, ["VARCHAR"], "VARCHAR")
     con.create_function("rstar_root_id", ids.root_id, ["VARCHAR"], "VARCHAR")
     con.create_function("rstar_node_id", ids.node_id, ["VARCHAR", "VARCHAR"], "VARCHAR")

@@ -1,4 +1,4 @@
-"""Validate one table file against its contract (DESIGN.md section 3).
+"""Validate one table file against its contract (docs/data-contracts.md).
 
 Three passes, each over what it needs only:
 
@@ -51,7 +51,7 @@ def validate_table(
 ) -> ValidationReport:
     """Check ``path`` against the ``table`` contract; problem ids against ``problems_path``.
 
-    ``min_margin`` is the pairs' margin threshold (params ``pairs.min_margin``, DESIGN.md 2).
+    ``min_margin`` is the pairs' margin threshold (params ``pairs.min_margin``, docs/algorithm.md).
     Raises :class:`ValidationError` for an unknown table or a missing/unreadable file; broken
     data is never an exception, it is a failed check in the report.
     """

@@ -1,4 +1,4 @@
-"""The tree rules of rStar-Math as DuckDB SQL over Parquet (DESIGN.md sections 2 and 3).
+"""The tree rules of rStar-Math as DuckDB SQL over Parquet (docs/algorithm.md).
 
 Each rule lives in one SQL file beside this module, with its test in ``tests/test_sql.py``:
 
@@ -43,7 +43,7 @@ SQL_DIR = Path(__file__).parent
 SOLUTION_OPEN = steps.render_solution([])
 PREFIX_GLUE = steps.generation_prefix("", [])
 
-# Columns of `nodes` (DESIGN.md section 3) that the tree rules read.
+# Columns of `nodes` (docs/data-contracts.md) that the tree rules read.
 TREE_COLUMNS = (
     "problem_id", "round", "node_id", "parent_id", "child_index", "step_text", "q",
     "is_error", "terminal_kind", "correct",

@@ -1,4 +1,4 @@
--- node: the search trees of the `nodes` table (DESIGN.md section 3), one row per node.
+-- node: the search trees of the `nodes` table (docs/data-contracts.md), one row per node.
 --
 -- A tree is one (problem_id, round). Columns are cast to the types the rules expect, and every
 -- node gets an integer key `nid` plus its parent's key `parent_nid`, so the recursive walks and

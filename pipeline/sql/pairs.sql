@@ -1,4 +1,4 @@
--- pairs: step-level preference pairs for the PPM (DESIGN.md section 2, "PPM pairs"; the
+-- pairs: step-level preference pairs for the PPM (docs/algorithm.md, "PPM pairs"; the
 -- `pairs` contract of section 3).
 --
 -- 1. For every node, count the correct and the wrong terminals in its subtree, the node itself

@@ -1,4 +1,4 @@
--- path: for every node, the path from its tree's root down to it (DESIGN.md section 2: a
+-- path: for every node, the path from its tree's root down to it (docs/algorithm.md: a
 -- trajectory is a root-to-terminal path, and the partial solution at a node is the
 -- concatenation of the step texts on its path). One recursive walk serves every rule:
 --

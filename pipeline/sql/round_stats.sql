@@ -1,4 +1,4 @@
--- round_stats: what one round of self-evolution produced (DESIGN.md section 7: every stage
+-- round_stats: what one round of self-evolution produced (README.md: every stage
 -- writes a small JSON of its own statistics), per round, in total and per difficulty.
 --
 -- Difficulty is the `level` key of the problem's meta JSON, or 'all' when a problem has none.

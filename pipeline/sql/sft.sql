@@ -1,4 +1,4 @@
--- sft: the policy's fine-tuning set (DESIGN.md section 2, "SFT set"; the `sft` contract of
+-- sft: the policy's fine-tuning set (docs/algorithm.md, "SFT set"; the `sft` contract of
 -- section 3).
 --
 -- Per problem and round, the correct trajectories are the root-to-terminal paths that end in a

@@ -1,4 +1,4 @@
--- trajectories: every root-to-terminal path of the search trees (DESIGN.md section 2, "SFT
+-- trajectories: every root-to-terminal path of the search trees (docs/algorithm.md, "SFT
 -- set"; the `trajectories` contract of section 3).
 --
 -- A trajectory ends at a node created terminal (terminal_kind not NULL: a graded answer, or an

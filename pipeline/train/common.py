@@ -1,7 +1,7 @@
 """What policy SFT and PPM training share: the config, the loop, splits, batches, model cards.
 
 One :class:`TrainConfig` serves the params groups ``warm_start``, ``train_policy`` and
-``train_ppm`` (DESIGN.md section 4: one dataclass per group). The loop runs as a plain single
+``train_ppm`` (README.md: one dataclass per group). The loop runs as a plain single
 process on CPU and, launched with ``accelerate launch``, data-parallel on several GPUs with
 bf16 autocast; the numbers it needs (steps, shards) are worked out here, not inside accelerate,
 so a CPU run and a GPU run read the same way.
@@ -268,7 +268,7 @@ def train_loop(
     ``batches_for_epoch(epoch)`` gives this process's micro-batches; ``loss_fn(model, batch)``
     returns (loss to optimise, loss to report) of one. With ``reduction="mean"`` the optimised
     loss of a step is the mean over its micro-batches (token-mean SFT loss); with ``"sum"`` it
-    is their sum (the PPM loss is summed over the batch, DESIGN.md section 2). The reported
+    is their sum (the PPM loss is summed over the batch, docs/algorithm.md). The reported
     loss of a step is the mean of its micro-batches' reported losses over all processes.
     Gradients sync across processes only on a step's last micro-batch. ``own_rate`` maps
     parameters to their own learning rate (the warm-up and decay still apply).

@@ -1,7 +1,7 @@
-"""PPM training: pairwise preference loss on step pairs (DESIGN.md section 2, "PPM loss").
+"""PPM training: pairwise preference loss on step pairs (docs/algorithm.md, "PPM loss").
 
 The PPM of a round starts from that round's SFT policy, never from the previous PPM
-(DESIGN.md 5b). It is trained on the ``train`` split of the round's ``pairs`` table with
+(docs/algorithm.md, deviations). It is trained on the ``train`` split of the round's ``pairs`` table with
 ``-log sigmoid(v(prefix + chosen) - v(prefix + rejected))`` times the pair weight, summed over
 the batch, on raw values (see :mod:`pipeline.ppm`). Held-out (``split == 'test'``) pair
 accuracy and loss are measured before and after, so a report shows what training bought.
@@ -186,6 +186,6 @@ def _save(ppm: PPM, out_dir: Path, config: TrainConfig, metrics: dict[str, Any])
     card = model_card("rStar-Math process preference model (PPM)",
                       "Value head on the round's SFT policy, trained with the pairwise loss "
                       "-log sigmoid(v_chosen - v_rejected) on raw values; scores are tanh(v / 5) "
-                      "(DESIGN.md sections 2 and 5b). Load with pipeline.ppm.PPM.load(folder).",
+                      "(docs/algorithm.md). Load with pipeline.ppm.PPM.load(folder).",
                       provenance, config, metrics)  # fmt: skip
     ppm.save(out_dir, extra_files={"README.md": card})

@@ -1,9 +1,9 @@
 """Policy SFT: fine-tune a causal LM on prompt + response, loss on the response only.
 
-DESIGN.md section 1 (training) and the warm start of round 0: the training text of an ``sft``
+docs/algorithm.md (training) and the warm start of round 0: the training text of an ``sft``
 row is ``prompt + "\\n" + response`` followed by the tokenizer's EOS, so the policy learns to
 stop after ``<end_of_answer>``. Prompt tokens get label -100. The seven step markers of
-DESIGN.md section 2 become special tokens of the tokenizer the first time a model is trained
+docs/algorithm.md become special tokens of the tokenizer the first time a model is trained
 (never twice), so ``<end_of_step>`` is one token the engine can stop on.
 
 Decoding note for engines: the markers are *special* tokens, so decode generated ids with
@@ -351,7 +351,7 @@ def _save_policy(model, tokenizer, out_dir: Path, config: TrainConfig, metrics: 
         card = model_card(
             "rStar-Math policy (SFT)",
             "Policy fine-tuned on code-augmented CoT solutions (prompt + response, loss on the "
-            "response, EOS appended) by rstar-data (DESIGN.md sections 1-2).",
+            "response, EOS appended) by rstar-data (docs/algorithm.md-2).",
             provenance, config, metrics,
         )  # fmt: skip
         (tmp / "README.md").write_text(card)
