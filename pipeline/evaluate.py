@@ -36,6 +36,8 @@ class EvalConfig:
     mcts_runs: int = 0
     mcts: dict = field(default_factory=dict)  # overrides of the `mcts` group for evaluation
     seed: int = 0
+    shard_size: int = 64  # problems per shard in the stage (shard i searches with its own seed)
+    executor: str = "local"  # `local` (the stage's process) or `ray` (the `ray` group's cluster)
 
     def __post_init__(self) -> None:
         for name in ("problems", "mcts_rollouts", "mcts_runs", "vote_top"):
@@ -43,6 +45,10 @@ class EvalConfig:
                 raise ValueError(f"evaluate.{name} must not be negative, got {getattr(self, name)}")
         if self.samples < 1 or self.mcts_children < 1:
             raise ValueError("evaluate.samples and evaluate.mcts_children must be at least 1")
+        if self.shard_size < 1:
+            raise ValueError(f"evaluate.shard_size must be at least 1, got {self.shard_size}")
+        if self.executor not in ("local", "ray"):  # pipeline.executors.EXECUTOR_KINDS
+            raise ValueError(f"evaluate.executor must be one of local, ray, got {self.executor!r}")
 
 
 @dataclass
@@ -84,29 +90,24 @@ def sample_chains(
     return chains
 
 
-def pass_at_k(chains: list[list[Chain]]) -> float:
-    """Share of problems with at least one correct sample."""
-    return sum(any(chain.correct for chain in group) for group in chains) / max(len(chains), 1)
-
-
-def mean_sample_accuracy(chains: list[list[Chain]]) -> float:
-    """Unbiased pass@1 estimate from k samples per problem."""
-    total = sum(len(group) for group in chains)
-    return sum(chain.correct for group in chains for chain in group) / max(total, 1)
-
-
 def best_of_n(chains: list[list[Chain]], scorer: Scorer, prompt_style: str) -> float:
     """Pick, per problem, the answered sample the PPM scores highest; share of correct picks."""
-    correct = 0
+    return sum(best_of_n_picks(chains, scorer, prompt_style)) / max(len(chains), 1)
+
+
+def best_of_n_picks(chains: list[list[Chain]], scorer: Scorer, prompt_style: str) -> list[bool]:
+    """Per problem: is the answered sample the PPM scores highest correct (False: none answered)."""
+    picks = []
     for group in chains:
         answered = [chain for chain in group if chain.leaf is not None]
         if not answered:
+            picks.append(False)
             continue
         prompt = steps.build_prompt(answered[0].problem.question, prompt_style)
         scores = scorer.score([chain.text(prompt) for chain in answered])
         best = max(range(len(answered)), key=lambda i: (scores[i], -i))
-        correct += answered[best].correct
-    return correct / max(len(chains), 1)
+        picks.append(answered[best].correct)
+    return picks
 
 
 def vote(
@@ -135,17 +136,26 @@ def ppm_guided_mcts(
     config: EvalConfig, grade: Callable[[str | None, str], bool] = is_equivalent,
 ) -> float:  # fmt: skip
     """Search with PPM values only (the truth never steers), then vote; share of correct votes."""
+    picks = ppm_guided_mcts_picks(engine, sandbox, problems, scorer, search, config, grade)
+    return sum(picks) / max(len(picks), 1)
+
+
+def ppm_guided_mcts_picks(
+    engine, sandbox: CodeRunner, problems: Sequence[Problem], scorer: Scorer, search: MCTSConfig,
+    config: EvalConfig, grade: Callable[[str | None, str], bool] = is_equivalent,
+) -> list[bool]:  # fmt: skip
+    """Per problem: is the vote of a PPM-guided search correct."""
     mcts_config = replace(
         search, rollouts=config.mcts_rollouts, n_children=config.mcts_children, seed=config.seed
     )
     trees = MCTS(engine, sandbox, mcts_config, scorer=scorer, terminal_reward="ppm").search(
         problems
     )
-    correct = 0
+    picks = []
     for tree in trees:
         answer = vote(_answer_leaves(tree), config.vote_top)
-        correct += answer is not None and grade(answer, tree.problem.answer)
-    return correct / max(len(trees), 1)
+        picks.append(answer is not None and grade(answer, tree.problem.answer))
+    return picks
 
 
 def best_answer(tree: SearchTree) -> Node | None:
@@ -172,44 +182,27 @@ def voted_mcts_runs(
 ) -> float:  # fmt: skip
     """rStar-math's evaluation: `mcts_runs` independent PPM-guided searches per problem (one
     batch), the best-scored answer of each, and a majority vote; share of correct votes."""
+    picks = voted_mcts_picks(engine, sandbox, problems, scorer, search, config, grade)
+    return sum(picks) / max(len(problems), 1)
+
+
+def voted_mcts_picks(
+    engine, sandbox: CodeRunner, problems: Sequence[Problem], scorer: Scorer, search: MCTSConfig,
+    config: EvalConfig, grade: Callable[[str | None, str], bool] = is_equivalent,
+) -> list[bool]:  # fmt: skip
+    """Per problem: is the majority of the voted runs' best answers correct."""
     mcts_config = replace(
         search, rollouts=config.mcts_rollouts, n_children=config.mcts_children, seed=config.seed
     )
     runs = config.mcts_runs
     copies = [problem for problem in problems for _ in range(runs)]
     trees = MCTS(engine, sandbox, mcts_config, scorer=scorer, terminal_reward="ppm").search(copies)
-    correct = 0
+    picks = []
     for index, problem in enumerate(problems):
         leaves = [best_answer(tree) for tree in trees[index * runs : (index + 1) * runs]]
         answer = majority([leaf.final_answer for leaf in leaves if leaf is not None])
-        correct += answer is not None and grade(answer, problem.answer)
-    return correct / max(len(problems), 1)
-
-
-def by_level(chains: list[list[Chain]], levels: dict[str, str]) -> dict[str, dict[str, float]]:
-    """Greedy-or-sampled accuracy split by difficulty level (from problems.meta)."""
-    buckets: dict[str, list[list[Chain]]] = {}
-    for group in chains:
-        buckets.setdefault(levels.get(group[0].problem.problem_id, "all"), []).append(group)
-    return {
-        level: {
-            "problems": len(groups),
-            "pass_at_1": mean_sample_accuracy(groups),
-            "pass_at_k": pass_at_k(groups),
-        }
-        for level, groups in sorted(buckets.items())
-    }
-
-
-def answer_distribution(chains: list[list[Chain]]) -> dict[str, int]:
-    """How chains ended: with a correct answer, a wrong one, or none (useful when debugging)."""
-    counts: Counter[str] = Counter()
-    for group in chains:
-        for chain in group:
-            counts[
-                "correct" if chain.correct else "wrong" if chain.leaf is not None else "no_answer"
-            ] += 1
-    return dict(counts)
+        picks.append(answer is not None and grade(answer, problem.answer))
+    return picks
 
 
 def evaluate(
@@ -217,28 +210,71 @@ def evaluate(
     scorer: Scorer | None = None, levels: dict[str, str] | None = None,
 ) -> dict:  # fmt: skip
     """All evaluation methods on one problem set; a metrics dict with an `accuracy` group."""
-    greedy = sample_chains(engine, sandbox, problems, 1, search, temperature=0.0, seed=config.seed)
-    sampled = sample_chains(
-        engine, sandbox, problems, config.samples, search, config.temperature, config.seed
-    )
-    accuracy = {"greedy": pass_at_k(greedy), f"pass_at_{config.samples}": pass_at_k(sampled),
-                "sampled_pass_at_1": mean_sample_accuracy(sampled)}  # fmt: skip
-    if scorer is not None:
-        accuracy[f"ppm_best_of_{config.samples}"] = best_of_n(sampled, scorer, search.prompt_style)
-        if config.mcts_rollouts > 0:
-            accuracy["ppm_mcts"] = ppm_guided_mcts(
-                engine, sandbox, problems, scorer, search, config
-            )
-        if config.mcts_rollouts > 0 and config.mcts_runs > 0:
-            accuracy[f"ppm_mcts_vote_of_{config.mcts_runs}"] = voted_mcts_runs(
-                engine, sandbox, problems, scorer, search, config
-            )
+    outcomes = problem_outcomes(engine, sandbox, problems, search, config, scorer, config.seed)
+    return summarise(outcomes, config, levels or {})
+
+
+def _kind(chain: Chain) -> str:
+    return "correct" if chain.correct else "wrong" if chain.leaf is not None else "no_answer"
+
+
+def problem_outcomes(
+    engine, sandbox: CodeRunner, problems: Sequence[Problem], search: MCTSConfig, config: EvalConfig,
+    scorer: Scorer | None, seed: int,
+) -> list[dict]:  # fmt: skip
+    """Every method's result per problem (how each chain ended, whether each pick was right):
+    plain values that shards return and :func:`summarise` turns into metrics."""
+    greedy = sample_chains(engine, sandbox, problems, 1, search, temperature=0.0, seed=seed)
+    sampled = sample_chains(engine, sandbox, problems, config.samples, search, config.temperature, seed)
+    outcomes = [
+        {"problem_id": group[0].problem.problem_id, "greedy": _kind(group[0]),
+         "samples": [_kind(chain) for chain in other]}
+        for group, other in zip(greedy, sampled)
+    ]  # fmt: skip
+    if scorer is None:
+        return outcomes
+    seeded = replace(config, seed=seed)
+    methods = {f"ppm_best_of_{config.samples}": best_of_n_picks(sampled, scorer, search.prompt_style)}
+    if config.mcts_rollouts > 0:
+        methods["ppm_mcts"] = ppm_guided_mcts_picks(engine, sandbox, problems, scorer, search, seeded)
+    if config.mcts_rollouts > 0 and config.mcts_runs > 0:
+        methods[f"ppm_mcts_vote_of_{config.mcts_runs}"] = voted_mcts_picks(
+            engine, sandbox, problems, scorer, search, seeded
+        )
+    for index, outcome in enumerate(outcomes):
+        outcome["picks"] = {name: picks[index] for name, picks in methods.items()}
+    return outcomes
+
+
+def summarise(outcomes: list[dict], config: EvalConfig, levels: dict[str, str]) -> dict:
+    """The metrics of :func:`evaluate` from per-problem outcomes (of one batch or of shards)."""
+    n = max(len(outcomes), 1)
+    samples = [kind for outcome in outcomes for kind in outcome["samples"]]
+    accuracy = {
+        "greedy": sum(o["greedy"] == "correct" for o in outcomes) / n,
+        f"pass_at_{config.samples}": sum("correct" in o["samples"] for o in outcomes) / n,
+        "sampled_pass_at_1": samples.count("correct") / max(len(samples), 1),
+    }
+    for name in outcomes[0].get("picks", {}) if outcomes else ():
+        accuracy[name] = sum(o["picks"][name] for o in outcomes) / n
+    buckets: dict[str, list[dict]] = {}
+    for outcome in outcomes:
+        buckets.setdefault(levels.get(outcome["problem_id"], "all"), []).append(outcome)
+    by_level = {
+        level: {
+            "problems": len(group),
+            "pass_at_1": sum(o["samples"].count("correct") for o in group)
+            / max(sum(len(o["samples"]) for o in group), 1),
+            "pass_at_k": sum("correct" in o["samples"] for o in group) / len(group),
+        }
+        for level, group in sorted(buckets.items())
+    }
     return {
-        "problems": len(problems),
+        "problems": len(outcomes),
         "accuracy": {key: round(value, 4) for key, value in accuracy.items()},
-        "by_level": by_level(sampled, levels or {}),
-        "greedy_outcomes": answer_distribution(greedy),
-        "sampled_outcomes": answer_distribution(sampled),
+        "by_level": by_level,
+        "greedy_outcomes": dict(Counter(o["greedy"] for o in outcomes)),
+        "sampled_outcomes": dict(Counter(samples)),
     }
 
 
