@@ -86,7 +86,8 @@ def test_ray_rollout_writes_the_local_nodes(executor, local, tmp_path):
 def test_ray_evaluation_gives_the_local_metrics(executor, local):
     metrics = evaluate_sharded(executor, PROBLEMS, CONFIG, EVAL)
     assert metrics == local[1]
-    assert {"greedy", "pass_at_2", "ppm_best_of_2", "ppm_mcts"} == set(metrics["accuracy"])
+    assert {"greedy", "pass_at_2", "sampled_pass_at_1", "ppm_best_of_2", "ppm_mcts"} == set(metrics["accuracy"])
+    assert sum(metrics["sampled_outcomes"].values()) == 2 * len(PROBLEMS)
 
 
 def running_shard_pids() -> list[int]:
