@@ -179,9 +179,6 @@ class ShardActor:
     def run(self, job: Job, problems: list[Problem], seed: int) -> Any:
         return job(self.worker, problems, seed, None)
 
-    def pid(self) -> int:
-        return os.getpid()
-
 
 class RayExecutor:
     """Shards on a pool of actors; a shard whose actor dies goes to a fresh actor.
@@ -215,6 +212,8 @@ class RayExecutor:
             ) -> Iterator[tuple[Shard, Any]]:  # fmt: skip
         ray = self._ray
         queue = deque(shards)
+        if not queue:
+            return
         while len(self.actors) < self.pool_size(len(queue)):
             self.actors.append(self._actor_class.remote(self.spec))
         idle = list(self.actors)

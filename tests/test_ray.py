@@ -146,3 +146,19 @@ def test_a_missing_cluster_is_one_line_before_any_work(tmp_path, stage, address)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: ray.address '{address}'"), result.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
+
+
+@pytest.mark.parametrize(("name", "values", "message"), [
+    ("ray", {"num_gpus": -1}, "ray.num_gpus must be a number >= 0, got -1"),
+    ("ray", {"adress": "auto"}, "unknown key(s) adress"),
+    ("rollout", {"executor": "slurm"}, "rollout.executor must be one of local, ray, got 'slurm'"),
+    ("evaluate", {"executor": "slurm"}, "evaluate.executor must be one of local, ray, got 'slurm'"),
+])  # fmt: skip
+def test_bad_executor_params_are_one_line_errors_naming_the_key(name, values, message):
+    from pipeline.config import ParamsError, group
+    from stages.rollout import RolloutConfig
+
+    cls = {"ray": RayConfig, "rollout": RolloutConfig, "evaluate": EvalConfig}[name]
+    with pytest.raises(ParamsError) as error:
+        group({name: values}, name, cls)
+    assert message in str(error.value) and "\n" not in str(error.value)
