@@ -11,6 +11,7 @@ DVC stays the DAG, and shard files, seeds and resume are the caller's business, 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from collections import deque
@@ -238,7 +239,7 @@ class RayExecutor:
     def _replace(self, actor: Any, shard: Shard, error: BaseException, deaths: dict[int, int]) -> Any:
         """A fresh actor in place of a dead one, or an ExecutorError once the shard ran out of retries."""
         deaths[shard.index] = deaths.get(shard.index, 0) + 1
-        reason = _first_line(error)
+        reason = _death_reason(error)
         if deaths[shard.index] > self.config.max_retries:
             raise ExecutorError(
                 f"shard {shard.index}: its Ray actor died {deaths[shard.index]} times "
@@ -266,6 +267,16 @@ class RayExecutor:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def _death_reason(error: BaseException) -> str:
+    """Why an actor died, in one line: the exception its __init__ raised (the last line of
+    Ray's traceback text), else Ray's first line (a killed process, a lost node)."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines()]
+    lines = [line for line in lines if line]
+    if getattr(error, "actor_init_failed", False) and lines:
+        return lines[-1]
+    return lines[0] if lines else type(error).__name__
 
 
 def connect(config: RayConfig):
