@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -49,14 +49,18 @@ class EvalConfig:
     # giving its best-scored answer, and a majority vote over them (0: off).
     mcts_runs: int = 0
     mcts: dict = field(default_factory=dict)  # overrides of the `mcts` group for evaluation
+    shard_size: int = 64  # problems per shard in the stage (shard i searches with its own seed)
+    executor: Literal["local", "ray"] = "local"  # the stage's process, or the `ray` cluster
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("problems", "mcts_rollouts", "mcts_runs", "vote_top"):
             if getattr(self, name) < 0:
                 raise ValueError(f"evaluate.{name} must not be negative, got {getattr(self, name)}")
-        if self.samples < 1 or self.mcts_children < 1:
-            raise ValueError("evaluate.samples and evaluate.mcts_children must be at least 1")
+        if self.samples < 1 or self.mcts_children < 1 or self.shard_size < 1:
+            raise ValueError(
+                "evaluate.samples, evaluate.mcts_children and evaluate.shard_size must be at least 1"
+            )
 
 
 @dataclass
@@ -98,11 +102,6 @@ def sample_chains(
     return chains
 
 
-def pass_at_k(chains: list[list[Chain]]) -> list[bool]:
-    """Per problem: at least one sample is correct."""
-    return [any(chain.correct for chain in group) for group in chains]
-
-
 def majority_at_k(chains: list[list[Chain]]) -> list[bool]:
     """Per problem: the answer most samples agree on (no PPM) is correct."""
     results = []
@@ -111,12 +110,6 @@ def majority_at_k(chains: list[list[Chain]]) -> list[bool]:
         answer = majority([chain.answer for chain in answered])
         results.append(any(chain.correct for chain in answered if chain.answer == answer))
     return results
-
-
-def mean_sample_accuracy(chains: list[list[Chain]]) -> float:
-    """Unbiased pass@1 estimate from k samples per problem."""
-    total = sum(len(group) for group in chains)
-    return sum(chain.correct for group in chains for chain in group) / max(total, 1)
 
 
 def best_of_n(chains: list[list[Chain]], scorer: Scorer, prompt_style: str) -> list[bool]:
@@ -227,10 +220,11 @@ def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def summarise(
-    results: dict[str, list[bool]], problems: Sequence[Problem], levels: dict[str, str]
+def method_summary(
+    results: dict[str, list[bool]], problem_ids: Sequence[str], levels: dict[str, str]
 ) -> dict:
     """Accuracy, its 95% Wilson interval and its count for every method, overall and by level."""
+
     def describe(outcomes: list[bool]) -> dict:
         low, high = wilson_interval(sum(outcomes), len(outcomes))
         return {"accuracy": round(sum(outcomes) / max(len(outcomes), 1), 4),
@@ -239,8 +233,8 @@ def summarise(
 
     overall = {method: describe(outcomes) for method, outcomes in results.items()}
     by_level: dict[str, dict] = {}
-    for level in sorted({levels.get(problem.problem_id, "all") for problem in problems}):
-        picked = [i for i, p in enumerate(problems) if levels.get(p.problem_id, "all") == level]
+    for level in sorted({levels.get(pid, "all") for pid in problem_ids}):
+        picked = [i for i, pid in enumerate(problem_ids) if levels.get(pid, "all") == level]
         by_level[level] = {
             method: describe([outcomes[i] for i in picked]) for method, outcomes in results.items()
         }
@@ -255,55 +249,82 @@ def summarise(
     }
 
 
-def answer_distribution(chains: list[list[Chain]]) -> dict[str, int]:
-    """How chains ended: with a correct answer, a wrong one, or none (useful when debugging)."""
-    counts: Counter[str] = Counter()
-    for group in chains:
-        for chain in group:
-            counts[
-                "correct" if chain.correct else "wrong" if chain.leaf is not None else "no_answer"
-            ] += 1
-    return dict(counts)
-
-
 def evaluate(
     engine, sandbox: CodeRunner, problems: Sequence[Problem], search: MCTSConfig, config: EvalConfig,
     scorer: Scorer | None = None, levels: dict[str, str] | None = None,
 ) -> dict:  # fmt: skip
-    """All evaluation methods on one problem set; a metrics dict with an `accuracy` group.
+    """All evaluation methods on one problem set, in one batch; a metrics dict (:func:`summarise`).
 
     Methods: greedy decoding; pass@N and maj@N of N samples; with a PPM, PPM best-of-N over the
     same samples, PPM-guided MCTS with a vote among its top leaves, and (``mcts_runs`` > 0) the
     reference's vote over independent searches. Every accuracy comes with its 95% interval.
+    The stage runs the same in shards (pipeline.sharded_eval).
     """
-    n = config.samples
-    with _progress(len(problems), "greedy") as progress:
-        greedy = sample_chains(engine, sandbox, problems, 1, search, 0.0, config.seed, progress)
-    with _progress(len(problems) * n, f"{n} samples") as progress:
-        sampled = sample_chains(
-            engine, sandbox, problems, n, search, config.temperature, config.seed, progress
-        )
-    results = {"greedy": pass_at_k(greedy), f"pass_at_{n}": pass_at_k(sampled),
-               f"maj_at_{n}": majority_at_k(sampled)}  # fmt: skip
+    outcomes = problem_outcomes(
+        engine, sandbox, problems, search, config, scorer, config.seed, show_progress=True
+    )
+    return summarise(outcomes, config, levels or {})
+
+
+def _kind(chain: Chain) -> str:
+    return "correct" if chain.correct else "wrong" if chain.leaf is not None else "no_answer"
+
+
+def problem_outcomes(
+    engine, sandbox: CodeRunner, problems: Sequence[Problem], search: MCTSConfig, config: EvalConfig,
+    scorer: Scorer | None, seed: int, show_progress: bool = False,
+) -> list[dict]:  # fmt: skip
+    """Every method's result per problem (how each chain ended, whether each pick was right):
+    plain values that shards return and :func:`summarise` turns into metrics."""
+    n, seeded = config.samples, replace(config, seed=seed)
+
+    def progress(trees: int, what: str):
+        return _progress(trees, what) if show_progress else nullcontext(None)
+
+    with progress(len(problems), "greedy") as bar:
+        greedy = sample_chains(engine, sandbox, problems, 1, search, 0.0, seed, bar)
+    with progress(len(problems) * n, f"{n} samples") as bar:
+        sampled = sample_chains(engine, sandbox, problems, n, search, config.temperature, seed, bar)
+    methods = {f"maj_at_{n}": majority_at_k(sampled)}
     if scorer is not None:
-        results[f"ppm_best_of_{n}"] = best_of_n(sampled, scorer, search.prompt_style)
+        methods[f"ppm_best_of_{n}"] = best_of_n(sampled, scorer, search.prompt_style)
         if config.mcts_rollouts > 0:
-            with _progress(len(problems), "PPM-guided MCTS") as progress:
-                results["ppm_mcts"] = ppm_guided_mcts(
-                    engine, sandbox, problems, scorer, search, config, progress=progress
+            with progress(len(problems), "PPM-guided MCTS") as bar:
+                methods["ppm_mcts"] = ppm_guided_mcts(
+                    engine, sandbox, problems, scorer, search, seeded, progress=bar
                 )
         if config.mcts_rollouts > 0 and config.mcts_runs > 0:
-            with _progress(len(problems) * config.mcts_runs, "voted MCTS runs") as progress:
-                results[f"ppm_mcts_vote_of_{config.mcts_runs}"] = voted_mcts_runs(
-                    engine, sandbox, problems, scorer, search, config, progress=progress
+            with progress(len(problems) * config.mcts_runs, "voted MCTS runs") as bar:
+                methods[f"ppm_mcts_vote_of_{config.mcts_runs}"] = voted_mcts_runs(
+                    engine, sandbox, problems, scorer, search, seeded, progress=bar
                 )
-    summary = summarise(results, problems, levels or {})
-    summary["accuracy"]["sampled_pass_at_1"] = round(mean_sample_accuracy(sampled), 4)
+    return [
+        {"problem_id": first[0].problem.problem_id, "greedy": _kind(first[0]),
+         "samples": [_kind(chain) for chain in group],
+         "picks": {name: bool(picks[index]) for name, picks in methods.items()}}
+        for index, (first, group) in enumerate(zip(greedy, sampled))
+    ]  # fmt: skip
+
+
+def summarise(outcomes: list[dict], config: EvalConfig, levels: dict[str, str]) -> dict:
+    """The metrics of :func:`evaluate` from per-problem outcomes (of one batch or of shards)."""
+    n = config.samples
+    results = {
+        "greedy": [o["greedy"] == "correct" for o in outcomes],
+        f"pass_at_{n}": ["correct" in o["samples"] for o in outcomes],
+    }
+    for name in outcomes[0]["picks"] if outcomes else ():
+        results[name] = [o["picks"][name] for o in outcomes]
+    summary = method_summary(results, [o["problem_id"] for o in outcomes], levels)
+    samples = [kind for outcome in outcomes for kind in outcome["samples"]]
+    summary["accuracy"]["sampled_pass_at_1"] = round(
+        samples.count("correct") / max(len(samples), 1), 4
+    )
     return {
-        "problems": len(problems),
+        "problems": len(outcomes),
         **summary,
-        "greedy_outcomes": answer_distribution(greedy),
-        "sampled_outcomes": answer_distribution(sampled),
+        "greedy_outcomes": dict(Counter(o["greedy"] for o in outcomes)),
+        "sampled_outcomes": dict(Counter(samples)),
     }
 
 

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.executors import Executor, LocalExecutor, Shard
 from pipeline.io import write_parquet
-from pipeline.mcts import MCTS, Problem, SearchStats, tree_rows
+from pipeline.mcts import MCTS, MCTSConfig, Problem, SearchStats, tree_rows
 from pipeline.tree import NODE_COLUMNS
 
 NODES_SCHEMA = {
@@ -60,9 +61,49 @@ class RolloutReport:
         return {key: value for key, value in vars(self).items() if key != "per_shard"}
 
 
+@dataclass(frozen=True)
+class RolloutJob:
+    """One shard's search on a worker (its engine, sandbox and PPM): the shard's node rows and
+    search statistics. Picklable, so the same job runs in the stage or on a Ray actor."""
+
+    config: MCTSConfig
+    round_: int
+
+    def __call__(self, worker, problems: Sequence[Problem], seed: int, progress=None):
+        search = MCTS(worker.engine, worker.sandbox, self.config, scorer=worker.scorer)
+        return _search_shard(search, problems, seed, self.round_, progress)
+
+
+@dataclass(frozen=True)
+class _PrebuiltSearch:
+    """The job for callers that build their own search (``make_search``), run in-process."""
+
+    make_search: Callable[[], MCTS]
+    round_: int
+
+    def __call__(self, worker, problems: Sequence[Problem], seed: int, progress=None):
+        return _search_shard(self.make_search(), problems, seed, self.round_, progress)
+
+
+def _search_shard(search: MCTS, problems, seed: int, round_: int, progress):
+    trees = search.search(problems, seed=seed, progress=progress)
+    frame = pl.DataFrame(tree_rows(trees, round_), schema=NODES_SCHEMA)
+    return frame, search.stats
+
+
+def plan_shards(problems: Sequence[Problem], shard_size: int, seed: int, key: str = "rollout.shard_size") -> list[Shard]:
+    """Consecutive shards of ``shard_size`` problems; shard i's seed depends on (seed, i) only."""
+    if shard_size < 1:
+        raise ValueError(f"{key} must be at least 1, got {shard_size}")
+    return [
+        Shard(index, list(problems[start : start + shard_size]), shard_seed(seed, index))
+        for index, start in enumerate(range(0, len(problems), shard_size))
+    ]
+
+
 def run_sharded(
     problems: Sequence[Problem],
-    make_search: Callable[[], MCTS],
+    make_search: Callable[[], MCTS] | None = None,
     *,
     round_: int,
     work_dir: Path,
@@ -72,32 +113,34 @@ def run_sharded(
     key: str,
     on_shard: Callable[[int, int, SearchStats], None] | None = None,
     progress: Callable[[SearchStats], None] | None = None,
+    executor: Executor | None = None,
+    config: MCTSConfig | None = None,
 ) -> RolloutReport:
-    """Search ``problems`` shard by shard under ``work_dir/key`` and merge into ``out_path``."""
-    if shard_size < 1:
-        raise ValueError(f"rollout.shard_size must be at least 1, got {shard_size}")
+    """Search ``problems`` shard by shard under ``work_dir/key`` and merge into ``out_path``.
+
+    Either ``make_search`` (searched here) or an ``executor`` with the search ``config``. Shards
+    already on disk are skipped; the others are written here, on the driver, as they arrive.
+    """
+    shards = plan_shards(problems, shard_size, seed)
+    if (executor is None) == (make_search is None) or (executor is not None and config is None):
+        raise TypeError("run_sharded takes make_search, or an executor with the search config")
+    if executor is None:
+        executor, job = LocalExecutor(lambda: None), _PrebuiltSearch(make_search, round_)
+    else:
+        job = RolloutJob(config, round_)
     started = time.perf_counter()
     shard_dir = work_dir / key
     _drop_stale_shards(work_dir, keep=key)
     shard_dir.mkdir(parents=True, exist_ok=True)
     report = RolloutReport(problems=len(problems))
-    shard_paths = []
-    for index, start in enumerate(range(0, len(problems), shard_size)):
-        path = shard_dir / f"shard-{index:05d}.parquet"
-        shard_paths.append(path)
-        if path.exists():
-            report.shards_resumed += 1
-            continue
-        search = make_search()
-        trees = search.search(
-            problems[start : start + shard_size], seed=shard_seed(seed, index), progress=progress
-        )
-        frame = pl.DataFrame(tree_rows(trees, round_), schema=NODES_SCHEMA)
-        write_parquet(frame, path)
-        stats = vars(search.stats)
-        (shard_dir / f"shard-{index:05d}.json").write_text(json.dumps(stats, default=str))
+    shard_paths = [shard_dir / f"shard-{shard.index:05d}.parquet" for shard in shards]
+    todo = [shard for shard, path in zip(shards, shard_paths) if not path.exists()]
+    report.shards_resumed = len(shards) - len(todo)
+    for shard, (frame, stats) in executor.run(job, todo, progress):
+        write_parquet(frame, shard_paths[shard.index])
+        (shard_dir / f"shard-{shard.index:05d}.json").write_text(json.dumps(vars(stats), default=str))
         if on_shard is not None:
-            on_shard(index, len(trees), search.stats)
+            on_shard(shard.index, len(shard.problems), stats)
     report.shards = len(shard_paths)
     nodes = (
         pl.concat([pl.read_parquet(path) for path in shard_paths])

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import time
 
+from tqdm import tqdm
+
 from pipeline import layout
 from pipeline.config import SandboxConfig, group, load_params
-from pipeline.engines import make_engine
-from pipeline.evaluate import EvalConfig, evaluate, held_out_problems
+from pipeline.evaluate import EvalConfig, held_out_problems
+from pipeline.executors import RayConfig, WorkerSpec, executor_errors_as_one_line, make_executor
 from pipeline.io import write_json
 from pipeline.rounds import mcts_with_overrides
-from pipeline.sandbox import Sandbox
+from pipeline.sharded_eval import evaluate_sharded
 from stages.common import params_errors_as_one_line, round_arguments
 
 
@@ -27,20 +29,19 @@ def main() -> None:
     engine_options = dict(params.get("engine") or {})
     engine_kind = engine_options.pop("kind", "transformers")
     started = time.perf_counter()
-
-    from pipeline.ppm import PPM
-
-    problems, levels = held_out_problems(config)
-    engine = make_engine(engine_kind, str(layout.model_dir(args.round)), **engine_options)
-    scorer = PPM.load(layout.ppm_dir(args.round))
-    with Sandbox(**vars(sandbox_config)) as sandbox:
-        metrics = evaluate(engine, sandbox, problems, search, config, scorer=scorer, levels=levels)
-    engine.close()
+    spec = WorkerSpec(engine_kind, str(layout.model_dir(args.round).resolve()), engine_options,
+                      vars(sandbox_config), str(layout.ppm_dir(args.round).resolve()))  # fmt: skip
+    # Connects to the cluster (ray) before any work, so a bad address costs nothing.
+    with make_executor(config.executor, spec, group(params, "ray", RayConfig)) as executor:
+        problems, levels = held_out_problems(config)
+        bar = tqdm(total=len(problems), desc=f"evaluate {args.round}", unit="problem")
+        metrics = evaluate_sharded(executor, problems, search, config, levels, on_shard=bar.update)
+        bar.close()
     metrics |= {"round": layout.round_number(args.round), "seconds": round(time.perf_counter() - started, 2)}
     write_json(layout.DATA / "eval" / f"{args.round}.json", metrics)
     print(f"{args.round}: " + ", ".join(f"{key} {value:.3f}" for key, value in metrics["accuracy"].items()))
 
 
 if __name__ == "__main__":
-    with params_errors_as_one_line():
+    with params_errors_as_one_line(), executor_errors_as_one_line():
         main()

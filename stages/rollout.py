@@ -13,15 +13,17 @@ import argparse
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 from tqdm import tqdm
 
 from pipeline import layout
 from pipeline.config import SandboxConfig, group, load_params
-from pipeline.engines import make_engine
+from pipeline.executors import RayConfig, WorkerSpec, make_executor
+from pipeline.executors import executor_errors_as_one_line as executor_errors
 from pipeline.io import write_json, write_parquet
-from pipeline.mcts import MCTS, Problem
+from pipeline.mcts import Problem
 from pipeline.rollout import fingerprint, run_sharded
 from pipeline.rounds import (
     CurriculumConfig,
@@ -30,13 +32,13 @@ from pipeline.rounds import (
     search_config,
     training_problems,
 )  # fmt: skip
-from pipeline.sandbox import Sandbox
 from stages.common import params_errors_as_one_line
 
 
 @dataclass(frozen=True)
 class RolloutConfig:
     shard_size: int = 16
+    executor: Literal["local", "ray"] = "local"  # this process, or actors of the `ray` cluster
 
 
 def problem_status(nodes: pl.DataFrame, problems: list[Problem], previous: pl.DataFrame | None) -> pl.DataFrame:
@@ -76,6 +78,12 @@ def main(argv: list[str] | None = None) -> None:
     rollout_config = group(params, "rollout", RolloutConfig)
     engine_options = dict(params.get("engine") or {})
     engine_kind = engine_options.pop("kind", "transformers")
+    ray_config = group(params, "ray", RayConfig)
+    ppm_path = None if config.ppm == layout.NO_PPM else str(layout.ppm_dir(config.ppm).resolve())
+    spec = WorkerSpec(engine_kind, str(layout.model_dir(config.policy).resolve()), engine_options,
+                      vars(sandbox_config), ppm_path)  # fmt: skip
+    # Connects to the cluster (ray) before any work, so a bad address costs nothing.
+    executor = make_executor(rollout_config.executor, spec, ray_config)
 
     out_dir = layout.round_dir(round_key)
     previous_status = pl.read_parquet(layout.round_dir(config.previous) / "problem_status.parquet")
@@ -85,11 +93,6 @@ def main(argv: list[str] | None = None) -> None:
     problems = training_problems(seeds, config, previous_status, exclude=bootstrap)
 
     policy_path = layout.model_dir(config.policy)
-    scorer = None
-    if config.ppm != layout.NO_PPM:
-        from pipeline.ppm import PPM
-
-        scorer = PPM.load(layout.ppm_dir(config.ppm))
     key = fingerprint({
         "round": round_key, "config": vars(config), "mcts": vars(mcts_config),
         "engine": [engine_kind, engine_options], "problems": [vars(p) for p in problems],
@@ -97,7 +100,6 @@ def main(argv: list[str] | None = None) -> None:
         "ppm": _folder_signature(layout.ppm_dir(config.ppm)),
     })  # fmt: skip
 
-    engine = make_engine(engine_kind, str(policy_path), **engine_options)
     bar = tqdm(total=len(problems), desc=f"rollout {round_key}", unit="problem")
 
     def on_progress(stats) -> None:
@@ -106,10 +108,11 @@ def main(argv: list[str] | None = None) -> None:
     def on_shard(index: int, count: int, stats) -> None:
         bar.update(count)
 
-    with Sandbox(**vars(sandbox_config)) as sandbox:
+    with executor:
         report = run_sharded(
             problems,
-            lambda: MCTS(engine, sandbox, mcts_config, scorer=scorer),
+            executor=executor,
+            config=mcts_config,
             round_=round_,
             work_dir=out_dir / ".shards",
             out_path=out_dir / "nodes.parquet",
@@ -120,14 +123,13 @@ def main(argv: list[str] | None = None) -> None:
             progress=on_progress,
         )
     bar.close()
-    engine.close()
 
     nodes = pl.read_parquet(out_dir / "nodes.parquet")
     status = problem_status(nodes, problems, previous_status)
     write_parquet(status, out_dir / "problem_status.parquet")
     stats = report.as_dict() | {
         "round": round_,
-        "mode": "ppm_augmented" if scorer else "terminal_guided",
+        "mode": "ppm_augmented" if ppm_path else "terminal_guided",
         "solved_ever": int(status["solved_ever"].sum()),
         "solved_new": int(status.filter(pl.col("solved") & pl.col("solved_first")).height),
     }
@@ -148,5 +150,5 @@ def _folder_signature(path: Path) -> list[tuple[str, str]]:
 
 
 if __name__ == "__main__":
-    with params_errors_as_one_line():
+    with params_errors_as_one_line(), executor_errors():
         main()

@@ -8,7 +8,7 @@ from pipeline.evaluate import (
     EvalConfig,
     evaluate,
     majority,
-    summarise,
+    method_summary,
     vote,
     voted_mcts_runs,
     wilson_interval,
@@ -168,9 +168,8 @@ def test_majority_of_samples_is_its_own_method(sandbox):
 
 
 def test_summary_breaks_every_method_down_by_level():
-    problems = [Problem(f"p{i}", "q", "1") for i in range(4)]
     levels = {"p0": "1", "p1": "1", "p2": "2", "p3": "2"}
-    summary = summarise({"greedy": [True, True, False, True]}, problems, levels)
+    summary = method_summary({"greedy": [True, True, False, True]}, list(levels), levels)
     assert summary["accuracy"] == {"greedy": 0.75} and summary["correct"] == {"greedy": 3}
     assert summary["by_level"]["1"]["greedy"]["accuracy"] == 1.0
     assert summary["by_level"]["2"]["greedy"] | {} == {

@@ -1,0 +1,329 @@
+"""Where shards of problems are searched: in this process, or on the actors of a Ray cluster.
+
+Both executors take the same shards (index, problems, seed) and the same job, and yield each
+shard's result as it finishes, in completion order; the caller (the driver) writes it. A job is a
+picklable callable ``job(worker, problems, seed, progress) -> result``. A :class:`Worker` holds
+what a search needs (one engine, one sandbox, the optional PPM), built once per process: once in
+the stage for the local executor, once per actor on Ray. Ray only spreads work inside a stage;
+DVC stays the DAG, and shard files, seeds and resume are the caller's business, not Ray's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from pipeline.mcts import Problem
+
+EXECUTOR_KINDS = ("local", "ray")
+
+
+class ExecutorError(RuntimeError):
+    """A cluster that cannot be used, or a shard that failed too often; always one line."""
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """The `ray` params group: the cluster and what each actor asks of it."""
+
+    # `local`: start a one-machine cluster inside the stage; `auto`: the cluster that
+    # `ray start` runs on this machine; `HOST:PORT` (a head's GCS) or `ray://HOST:10001`.
+    address: str = "local"
+    num_actors: int = 0  # 0: as many as the cluster's CPUs (or GPUs) fit, at most one per shard
+    num_cpus: float = 1.0  # per actor
+    num_gpus: float = 0.0  # per actor: 1 for one vllm engine per GPU
+    max_retries: int = 2  # times a shard is resubmitted after its actor died
+    connect_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.address, str) or not self.address.strip():
+            raise ValueError(f"ray.address must be a non-empty string, got {self.address!r}")
+        for name in ("num_actors", "max_retries"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"ray.{name} must be a whole number >= 0, got {getattr(self, name)!r}")
+        for name in ("num_cpus", "num_gpus"):
+            if not isinstance(getattr(self, name), int | float) or getattr(self, name) < 0:
+                raise ValueError(f"ray.{name} must be a number >= 0, got {getattr(self, name)!r}")
+        if self.num_cpus == 0 and self.num_gpus == 0:
+            raise ValueError("ray.num_cpus and ray.num_gpus cannot both be 0")
+        if not isinstance(self.connect_timeout_s, int | float) or self.connect_timeout_s <= 0:
+            raise ValueError(f"ray.connect_timeout_s must be > 0, got {self.connect_timeout_s!r}")
+
+
+@contextmanager
+def executor_errors_as_one_line() -> Iterator[None]:
+    """An unusable cluster or a shard out of retries ends the stage with one line."""
+    try:
+        yield
+    except ExecutorError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def check_executor(kind: str, key: str) -> None:
+    if kind not in EXECUTOR_KINDS:
+        raise ValueError(f"{key} must be one of {', '.join(EXECUTOR_KINDS)}, got {kind!r}")
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """How a worker builds what it holds; plain values, so it pickles to any node.
+
+    Model folders are read by path: on a cluster every node must see them at that path.
+    """
+
+    engine_kind: str
+    model_path: str
+    engine_options: dict = field(default_factory=dict)
+    sandbox: dict = field(default_factory=dict)  # pipeline.sandbox.Sandbox's arguments
+    ppm_path: str | None = None
+
+
+class Worker:
+    """One engine, one sandbox and the optional PPM, used for every shard of one process."""
+
+    def __init__(self, engine, sandbox, scorer=None) -> None:
+        self.engine, self.sandbox, self.scorer = engine, sandbox, scorer
+
+    @classmethod
+    def build(cls, spec: WorkerSpec) -> Worker:
+        from pipeline.engines import make_engine
+        from pipeline.sandbox import Sandbox
+
+        for path in (spec.model_path, spec.ppm_path):
+            if path is not None and not os.path.isdir(path):
+                raise FileNotFoundError(
+                    f"model folder {path} is not on {socket.gethostname()} "
+                    "(every node must see data/models at the same path)"
+                )
+        scorer = None
+        if spec.ppm_path is not None:
+            from pipeline.ppm import PPM
+
+            scorer = PPM.load(spec.ppm_path)
+        engine = make_engine(spec.engine_kind, spec.model_path, **spec.engine_options)
+        try:
+            sandbox = Sandbox(**spec.sandbox)
+        except BaseException:
+            engine.close()
+            raise
+        return cls(engine, sandbox, scorer)
+
+    def close(self) -> None:
+        for part in (self.sandbox, self.engine):
+            close = getattr(part, "close", None)
+            if close is not None:
+                close()
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    problems: list[Problem]
+    seed: int
+
+
+Progress = Callable[[Any], None]
+
+
+class Job(Protocol):
+    def __call__(self, worker: Any, problems: Sequence[Problem], seed: int,
+                 progress: Progress | None = None) -> Any: ...  # fmt: skip
+
+
+class Executor(Protocol):
+    def run(self, job: Job, shards: Iterable[Shard], progress: Progress | None = None
+            ) -> Iterator[tuple[Shard, Any]]: ...  # fmt: skip
+
+    def close(self) -> None: ...
+
+
+class LocalExecutor:
+    """Shards one after another in this process, on one worker built at the first shard."""
+
+    def __init__(self, make_worker: Callable[[], Any]) -> None:
+        self._make_worker = make_worker
+        self._worker: Any = None
+
+    def run(self, job: Job, shards: Iterable[Shard], progress: Progress | None = None
+            ) -> Iterator[tuple[Shard, Any]]:  # fmt: skip
+        for shard in shards:
+            if self._worker is None:
+                self._worker = self._make_worker()
+            yield shard, job(self._worker, shard.problems, shard.seed, progress)
+
+    def close(self) -> None:
+        close = getattr(self._worker, "close", None)
+        self._worker = None
+        if close is not None:
+            close()
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class ShardActor:
+    """The Ray actor: builds its worker once, then runs one shard per call."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.worker = Worker.build(spec)
+
+    def run(self, job: Job, problems: list[Problem], seed: int) -> Any:
+        return job(self.worker, problems, seed, None)
+
+
+class RayExecutor:
+    """Shards on a pool of actors; a shard whose actor dies goes to a fresh actor.
+
+    Connecting happens in the constructor, so a missing cluster fails before any work. Results
+    come back to the driver (no shared filesystem needed for outputs); the caller writes them.
+    """
+
+    def __init__(self, spec: WorkerSpec, config: RayConfig, log: Callable[[str], None] | None = None
+                 ) -> None:  # fmt: skip
+        self.spec, self.config = spec, config
+        self.log = log or (lambda message: print(message, file=sys.stderr))
+        self._ray = connect(config)
+        self._actor_class = self._ray.remote(ShardActor).options(
+            num_cpus=config.num_cpus, num_gpus=config.num_gpus, max_restarts=0, max_task_retries=0
+        )
+        self.actors: list[Any] = []
+
+    def pool_size(self, shards: int) -> int:
+        if self.config.num_actors:
+            return min(self.config.num_actors, shards)
+        resources = self._ray.cluster_resources()
+        fits = (
+            resources.get("GPU", 0) // self.config.num_gpus
+            if self.config.num_gpus
+            else resources.get("CPU", 0) // self.config.num_cpus
+        )
+        return max(1, min(int(fits), shards))
+
+    def run(self, job: Job, shards: Iterable[Shard], progress: Progress | None = None
+            ) -> Iterator[tuple[Shard, Any]]:  # fmt: skip
+        ray = self._ray
+        queue = deque(shards)
+        if not queue:
+            return
+        while len(self.actors) < self.pool_size(len(queue)):
+            self.actors.append(self._actor_class.remote(self.spec))
+        idle = list(self.actors)
+        job_ref = ray.put(job)
+        running: dict[Any, tuple[Shard, Any]] = {}
+        deaths: dict[int, int] = {}
+        while queue or running:
+            while queue and idle:
+                shard, actor = queue.popleft(), idle.pop()
+                running[actor.run.remote(job_ref, shard.problems, shard.seed)] = (shard, actor)
+            [ref], _ = ray.wait(list(running), num_returns=1)
+            shard, actor = running.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayActorError as error:
+                idle.append(self._replace(actor, shard, error, deaths))
+                queue.appendleft(shard)
+                continue
+            idle.append(actor)
+            yield shard, result
+
+    def _replace(self, actor: Any, shard: Shard, error: BaseException, deaths: dict[int, int]) -> Any:
+        """A fresh actor in place of a dead one, or an ExecutorError once the shard ran out of retries."""
+        deaths[shard.index] = deaths.get(shard.index, 0) + 1
+        reason = _death_reason(error)
+        if deaths[shard.index] > self.config.max_retries:
+            raise ExecutorError(
+                f"shard {shard.index}: its Ray actor died {deaths[shard.index]} times "
+                f"(ray.max_retries {self.config.max_retries}); last: {reason}"
+            )
+        self.log(f"shard {shard.index}: its actor died ({reason}); retrying on a new actor")
+        self.actors.remove(actor)
+        self._ray.kill(actor, no_restart=True)
+        fresh = self._actor_class.remote(self.spec)
+        self.actors.append(fresh)
+        return fresh
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self._ray.kill(actor, no_restart=True)
+        self.actors = []
+
+    def __enter__(self) -> RayExecutor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _death_reason(error: BaseException) -> str:
+    """Why an actor died, in one line: the exception its __init__ raised (the last line of
+    Ray's traceback text), else Ray's first line (a killed process, a lost node)."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines()]
+    lines = [line for line in lines if line]
+    if getattr(error, "actor_init_failed", False) and lines:
+        return lines[-1]
+    return lines[0] if lines else type(error).__name__
+
+
+def connect(config: RayConfig):
+    """``ray``, connected to the configured cluster; a one-line ExecutorError when it cannot be."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    address = config.address.strip()
+    if address == "local":
+        ray.init(include_dashboard=False, logging_level="warning", log_to_driver=False)
+        return ray
+    if address != "auto":
+        _check_reachable(address, config.connect_timeout_s)
+    try:
+        ray.init(address=address, logging_level="warning", log_to_driver=False)
+    except Exception as error:  # ray raises ConnectionError, RuntimeError or its own kinds
+        raise ExecutorError(
+            f"ray.address {address!r}: cannot connect ({_first_line(error)}); start the head with "
+            "`ray start --head` or set ray.address"
+        ) from None
+    return ray
+
+
+def _check_reachable(address: str, timeout_s: float) -> None:
+    """Fail fast on a head that is not listening: ray.init would retry for a long while."""
+    host_port = address.removeprefix("ray://")
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise ExecutorError(
+            f"ray.address {address!r}: expected local, auto, HOST:PORT or ray://HOST:PORT"
+        )
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as error:
+        raise ExecutorError(
+            f"ray.address {address!r}: no Ray head is reachable there ({error.strerror or error}); "
+            "start it with `ray start --head` or set ray.address"
+        ) from None
+
+
+def make_executor(
+    kind: Literal["local", "ray"], spec: WorkerSpec, ray_config: RayConfig | None = None
+) -> LocalExecutor | RayExecutor:
+    """The executor the params name; Ray connects here, before any work."""
+    check_executor(kind, "executor")
+    if kind == "ray":
+        return RayExecutor(spec, ray_config or RayConfig())
+    return LocalExecutor(lambda: Worker.build(spec))
