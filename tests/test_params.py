@@ -11,7 +11,8 @@ import yaml
 
 from pipeline.config import ParamsError, SandboxConfig, group
 from pipeline.evaluate import EvalConfig
-from pipeline.rounds import mcts_with_overrides, search_config
+from pipeline.executors import RayConfig
+from pipeline.rounds import CurriculumConfig, mcts_with_overrides, search_config
 from pipeline.train.common import TrainConfig
 from stages.base_model import ModelConfig
 from stages.pairs import PairsConfig
@@ -27,7 +28,7 @@ GROUPS = {
     "seeds": SeedsConfig, "model": ModelConfig, "sandbox": SandboxConfig,
     "warm_start": WarmStartConfig, "rollout": RolloutConfig, "sft": SFTConfig,
     "pairs": PairsConfig, "train_policy": TrainPolicyConfig, "train_ppm": TrainConfig,
-    "evaluate": EvalConfig,
+    "evaluate": EvalConfig, "curriculum": CurriculumConfig, "ray": RayConfig,
 }  # fmt: skip
 
 
