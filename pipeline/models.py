@@ -171,13 +171,15 @@ def build_tiny_model(
     *,
     hidden_size: int = 64,
     num_layers: int = 2,
-    num_heads: int = 4,
+    num_heads: int = 2,  # head size 32: vLLM's CPU attention takes 32, 64, 80, ... (not 16)
     intermediate_size: int = 128,
     seed: int = 0,
     cache_dir: Path | str | None = None,
 ) -> Path:
     """A randomly initialised Llama (SmolLM2's family) with SmolLM2's real tokenizer.
 
+    The default sizes give a head size of 32, one that vLLM's CPU attention accepts, so the
+    smoke profile and the tests run the same vllm engine as the default profile.
     ``tokenizer_source`` is a GGUF file (its tokenizer is extracted once and cached) or a
     folder holding a tokenizer. The weights depend only on the sizes and ``seed``.
     """

@@ -33,7 +33,7 @@ class ModelConfig:
         default_factory=lambda: {
             "hidden_size": 64,
             "num_layers": 2,
-            "num_heads": 4,
+            "num_heads": 2,
             "intermediate_size": 128,
         }
     )

@@ -46,15 +46,15 @@ def test_tiny_model_depends_only_on_its_seed(tiny_model_dir, tmp_path):
 def test_tiny_model_has_the_asked_shape_and_smollm2_tokenizer(tiny_model_dir):
     model, tokenizer = load_causal_lm(tiny_model_dir)
     config = model.config
-    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (64, 2, 4)
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (64, 2, 2)
     assert config.intermediate_size == 128
     assert config.vocab_size == len(tokenizer) == 49152  # SmolLM2's real vocabulary
     assert tokenizer.eos_token == "<|im_end|>"
 
 
 def test_tiny_model_sizes_are_checked(tiny_model_dir, tmp_path):
-    with pytest.raises(ModelError, match="hidden_size 30 is not divisible by num_heads 4"):
-        build_tiny_model(tmp_path / "bad", tiny_model_dir, hidden_size=30)
+    with pytest.raises(ModelError, match="hidden_size 31 is not divisible by num_heads 2"):
+        build_tiny_model(tmp_path / "bad", tiny_model_dir, hidden_size=31)
     assert not (tmp_path / "bad").exists()
 
 

