@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline import layout
+from pipeline.io import write_csv
 
 PLOTS = layout.DATA / "plots"
 
@@ -66,7 +67,7 @@ def solved_rows(rounds: list[str]) -> list[dict]:
 
 def write_table(rows: list[dict], path: Path, columns: list[str]) -> None:
     frame = pl.DataFrame(rows) if rows else pl.DataFrame({column: [] for column in columns})
-    write_table(frame.select(columns), path)
+    write_csv(frame.select(columns), path)
 
 
 def main() -> None:
