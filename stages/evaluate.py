@@ -1,7 +1,8 @@
 """Stage `evaluate@rN`: round N's policy and PPM on held-out problems.
 
-Greedy pass@1, pass@N, PPM best-of-N and PPM-guided MCTS with a vote (pipeline.evaluate).
-Writes data/eval/rN.json, whose `accuracy` group DVC tracks as metrics.
+Greedy, pass@N, maj@N, PPM best-of-N and PPM-guided MCTS with a vote (pipeline.evaluate), each
+with its 95% interval, in shards on the configured executor (pipeline.sharded_eval). Writes
+data/eval/rN.json; the round's summary stage turns its accuracies into DVC metrics.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pipeline.config import SandboxConfig, group, load_params
 from pipeline.evaluate import EvalConfig, held_out_problems
 from pipeline.executors import RayConfig, WorkerSpec, executor_errors_as_one_line, make_executor
 from pipeline.io import write_json
+from pipeline.problems import ProblemSourceError
 from pipeline.rounds import mcts_with_overrides
 from pipeline.sharded_eval import evaluate_sharded
 from stages.common import params_errors_as_one_line, round_arguments
@@ -31,9 +33,12 @@ def main() -> None:
     started = time.perf_counter()
     spec = WorkerSpec(engine_kind, str(layout.model_dir(args.round).resolve()), engine_options,
                       vars(sandbox_config), str(layout.ppm_dir(args.round).resolve()))  # fmt: skip
+    try:  # a bad problem file fails in one line, before any engine or cluster starts
+        problems, levels = held_out_problems(config)
+    except ProblemSourceError as error:
+        raise SystemExit(f"error: {error}") from None
     # Connects to the cluster (ray) before any work, so a bad address costs nothing.
     with make_executor(config.executor, spec, group(params, "ray", RayConfig)) as executor:
-        problems, levels = held_out_problems(config)
         bar = tqdm(total=len(problems), desc=f"evaluate {args.round}", unit="problem")
         metrics = evaluate_sharded(executor, problems, search, config, levels, on_shard=bar.update)
         bar.close()

@@ -1,7 +1,8 @@
-"""Text generation engines behind one contract (DESIGN.md section 5).
+"""Text generation engines behind one contract (pipeline.engines.base).
 
-``make_engine(kind, model, **options)`` picks one: ``transformers`` (CPU default), ``vllm``
-(GPUs; imported only when chosen) or ``openai`` (any OpenAI-compatible completions server).
+``make_engine(kind, model, **options)`` picks one: ``vllm`` (the profiles' engine: vLLM's CPU
+build here and in CI, its GPU build on clusters; imported only when chosen), ``transformers``
+(the fallback where no vLLM build exists) or ``openai`` (any OpenAI-compatible server).
 Engine modules are imported lazily so that importing :mod:`pipeline` never pulls in vllm.
 """
 

@@ -1,4 +1,4 @@
-"""The engine contract: prompts in, ``n`` completions per prompt out (DESIGN.md section 5).
+"""The engine contract: prompts in, ``n`` completions per prompt out (docs/algorithm.md).
 
 Every engine (transformers on CPU, vllm on GPUs, an OpenAI-compatible server) returns the same
 normalised :class:`Completion`, so the search never needs to know which one produced a step:

@@ -1,4 +1,4 @@
-"""The transformers engine: batched sampling on CPU (the default engine, DESIGN.md section 5).
+"""The transformers engine: batched sampling on CPU (the default engine, docs/algorithm.md).
 
 Why a decode loop of our own rather than ``model.generate``: MCTS asks for ``n`` samples of
 many prompts whose steps end at very different lengths. Here

@@ -1,4 +1,4 @@
-"""The openai engine: any OpenAI-compatible ``/v1/completions`` server (DESIGN.md section 5).
+"""The openai engine: any OpenAI-compatible ``/v1/completions`` server (docs/algorithm.md).
 
 ``vllm serve``, SGLang and llama.cpp's server all speak it. Requests go out from a bounded
 thread pool (one request per prompt, asking for ``n`` choices), are retried with exponential
