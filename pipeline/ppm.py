@@ -27,7 +27,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pipeline.models import ModelError, atomic_dir
+from pipeline.io import atomic_dir
+from pipeline.models import ModelError
 
 SCORE_TEMPERATURE = 5.0  # score = tanh(v / 5) (the paper's code)
 CONFIG_FILE = "ppm_config.json"

@@ -33,12 +33,14 @@ def main() -> None:
     started = time.perf_counter()
     spec = WorkerSpec(engine_kind, str(layout.model_dir(args.round).resolve()), engine_options,
                       vars(sandbox_config), str(layout.ppm_dir(args.round).resolve()))  # fmt: skip
-    try:  # a bad problem file fails in one line, before any engine or cluster starts
+    # Checks the cluster address (ray) before any work, so a bad address costs nothing; the
+    # engines start only when the executor is entered.
+    executor = make_executor(config.executor, spec, group(params, "ray", RayConfig))
+    try:  # a bad problem file fails in one line, before any engine starts
         problems, levels = held_out_problems(config)
     except ProblemSourceError as error:
         raise SystemExit(f"error: {error}") from None
-    # Connects to the cluster (ray) before any work, so a bad address costs nothing.
-    with make_executor(config.executor, spec, group(params, "ray", RayConfig)) as executor:
+    with executor:
         bar = tqdm(total=len(problems), desc=f"evaluate {args.round}", unit="problem")
         metrics = evaluate_sharded(executor, problems, search, config, levels, on_shard=bar.update)
         bar.close()

@@ -25,8 +25,8 @@ import polars as pl
 
 from pipeline import layout, steps
 from pipeline.config import ParamsError, group, load_params
-from pipeline.io import write_json
-from pipeline.models import ModelError, atomic_dir
+from pipeline.io import atomic_dir, write_json
+from pipeline.models import ModelError
 from pipeline.rounds import CurriculumConfig, bootstrap_problem_ids
 from pipeline.train.common import DataError, TrainConfig, is_main_process, remove_stale_temps
 from pipeline.train.sft import train_sft

@@ -54,7 +54,8 @@ def format_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: P
     problems = load_problems("generated", n=48, seed=1, levels=[1, 2])
     examples = [(steps.sft_prompt(q), s) for q, s in zip(problems["question"], problems["solution"])]
     out = tmp_path_factory.mktemp("models") / "format"
-    config = TrainConfig(epochs=4, learning_rate=1e-2, batch_size=8, max_length=192, warmup_ratio=0.0)
+    # 8 epochs: fewer leave every root with only an `<answer>` sample, so no code step to score.
+    config = TrainConfig(epochs=8, learning_rate=1e-2, batch_size=8, max_length=192, warmup_ratio=0.0)
     train_sft(tiny_model_dir, examples, out, config)
     return out
 
@@ -83,3 +84,11 @@ def smoke_repo(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) 
     result = dvc(repo, "repro")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return repo
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`make test` runs two xdist workers with --dist loadgroup: every test that reads the smoke
+    build runs on one of them, so the smoke DAG is built once per session."""
+    for item in items:
+        if "smoke_repo" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("smoke"))

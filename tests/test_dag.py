@@ -47,7 +47,7 @@ def test_smoke_dag_is_up_to_date_after_repro(smoke_repo):
     metrics = json.loads((smoke_repo / "data/eval/r2.json").read_text())
     assert set(metrics["accuracy"]) >= {"greedy", "pass_at_2", "ppm_best_of_2", "ppm_mcts"}
     plotted = pl.read_csv(smoke_repo / "data/plots/accuracy.csv")
-    assert sorted(set(plotted["round"])) == [1, 2]
+    assert sorted(set(plotted["round"])) == [0, 1, 2]  # round 0: the warm start's report
 
 
 def test_trees_of_both_rounds_obey_the_backup_rules(smoke_repo):
@@ -108,7 +108,8 @@ def test_ppm_training_change_rebuilds_only_ppm_training_and_its_dependents(smoke
         # r2 searches with r1's PPM, so its rollout and everything after it are dependents.
         assert would_run(smoke_repo) == {
             "train_ppm@r1", "train_ppm@r2", "evaluate@r1", "evaluate@r2", "rollout@r2", "sft@r2",
-            "pairs@r2", "validate@r2", "stats@r2", "train_policy@r2", "plots",
+            "pairs@r2", "validate@r2", "stats@r2", "train_policy@r2", "summary@r1", "summary@r2",
+            "plots",
         }  # fmt: skip
     finally:
         subprocess.run(["git", "checkout", "params.yaml"], cwd=smoke_repo, check=True)
@@ -132,7 +133,7 @@ def test_a_rounds_mcts_override_rebuilds_only_that_round(smoke_repo):
     try:
         assert would_run(smoke_repo) == {
             "rollout@r2", "sft@r2", "pairs@r2", "validate@r2", "stats@r2", "train_policy@r2",
-            "train_ppm@r2", "evaluate@r2", "plots",
+            "train_ppm@r2", "evaluate@r2", "summary@r2", "plots",
         }  # fmt: skip
     finally:
         switch_profile(smoke_repo, "smoke")

@@ -30,7 +30,7 @@ from pipeline.diff import (
 from tests.conftest import dvc
 
 ROUND_TABLES = ("nodes", "trajectories", "sft", "pairs")
-SMOKE_PROBLEMS, SHRUNK = 8, 4  # rounds.r2.problems in the smoke profile, and in revision B
+SMOKE_PROBLEMS, SHRUNK = 16, 8  # rounds.r2.problems in the smoke profile, and in revision B
 
 
 def git(repo: Path, *args: str) -> str:

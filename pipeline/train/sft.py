@@ -24,7 +24,8 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 
-from pipeline.models import ModelError, atomic_dir, load_causal_lm
+from pipeline.io import atomic_dir
+from pipeline.models import ModelError, load_causal_lm
 from pipeline.steps import MARKERS
 from pipeline.train.common import (
     DataError,
