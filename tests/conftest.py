@@ -86,6 +86,7 @@ def smoke_repo(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) 
     return repo
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """`make test` runs two xdist workers with --dist loadgroup: every test that reads the smoke
     build runs on one of them, so the smoke DAG is built once per session."""
