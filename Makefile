@@ -33,9 +33,8 @@ repro: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro publish/dvc.yaml
 
-# Two workers: the smoke DAG (about half the time) builds on one while the rest runs on the other.
 test: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -n 2 --dist loadgroup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
 
 smoke: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pipeline.smoke

@@ -7,8 +7,10 @@ read) is cached in pytest's cache folder, so later sessions skip that read as we
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -71,25 +73,64 @@ def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def smoke_repo(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) -> Path:
+def smoke_repo(request: pytest.FixtureRequest, model_cache_dir: Path) -> Path:
     """A scratch copy of the repository after `dvc repro` of the smoke profile (one per session).
 
-    Tests that change it must put params.yaml back (`switch_profile(repo, "smoke")`).
+    The build starts in the background as soon as collection finds a test that needs it
+    (:func:`pytest_collection_finish`), so it runs on one core while the other tests run on the
+    other; those tests are ordered last. Tests that change the copy must put params.yaml back
+    (`switch_profile(repo, "smoke")`).
     """
-    from pipeline.profiles import switch_profile
-    from pipeline.scratch import scratch_copy
-
-    repo = scratch_copy(REPO, tmp_path_factory.mktemp("smoke") / "repo")
-    switch_profile(repo, "smoke")
-    result = dvc(repo, "repro")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    build = getattr(request.config, "_smoke_build", None)
+    if build is None:  # collected some other way: build it now
+        build = start_smoke_build(request.config)
+    repo, process, log = build
+    returncode = process.wait()
+    assert returncode == 0, log.read_text()[-6000:]
     return repo
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the marks
+def start_smoke_build(config: pytest.Config) -> tuple[Path, subprocess.Popen, Path]:
+    from pipeline.models import cached_tokenizer, find_smollm2_gguf
+    from pipeline.profiles import switch_profile
+    from pipeline.scratch import scratch_copy
+
+    # Extract the tokenizer into the shared cache first: the build and the session's own tiny
+    # model must not both write it at once.
+    cached_tokenizer(find_smollm2_gguf(), _cache_folder(config))
+    folder = Path(tempfile.mkdtemp(prefix="rstar-smoke-"))
+    repo = scratch_copy(REPO, folder / "repo")
+    switch_profile(repo, "smoke")
+    log = folder / "repro.log"
+    env = os.environ | {
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "RSTAR_CACHE_DIR": str(_cache_folder(config)),
+    }
+    with log.open("w") as handle:
+        process = subprocess.Popen(
+            [str(BIN / "dvc"), "repro"], cwd=repo, env=env, stdout=handle, stderr=subprocess.STDOUT
+        )
+    config._smoke_build = (repo, process, log)
+    config.add_cleanup(lambda: (process.kill(), process.wait(), shutil.rmtree(folder, True)))
+    return config._smoke_build
+
+
+def _cache_folder(config: pytest.Config) -> Path:
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir("rstar-models"))
+    return Path(tempfile.mkdtemp(prefix="rstar-models-"))
+
+
+def _needs_smoke(item: pytest.Item) -> bool:
+    return "smoke_repo" in getattr(item, "fixturenames", ())
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """`make test` runs two xdist workers with --dist loadgroup: every test that reads the smoke
-    build runs on one of them, so the smoke DAG is built once per session."""
-    for item in items:
-        if "smoke_repo" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("smoke"))
+    """Tests that read the smoke build run last, so the build has the whole session to finish."""
+    items.sort(key=_needs_smoke)  # stable: each group keeps its order
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if any(_needs_smoke(item) for item in session.items):
+        start_smoke_build(session.config)
