@@ -46,6 +46,7 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check pipeline stages tests benchmarks
+	$(BIN)/ruff format --check pipeline stages tests benchmarks
 
 clean-venv:
 	rm -rf $(VENV)

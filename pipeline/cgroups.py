@@ -190,7 +190,9 @@ def create(memory_bytes: int, max_processes: int) -> RunCgroup:
             except OSError as exc:
                 errors.append(f"v2: {exc}")
     if group is None:
-        v1 = {c: p for p, t, opts in mounts if t == "cgroup" for c in ("memory", "pids") if c in opts}
+        v1 = {
+            c: p for p, t, opts in mounts if t == "cgroup" for c in ("memory", "pids") if c in opts
+        }
         if not {"memory", "pids"} <= v1.keys() or not {"memory", "pids"} <= own.keys():
             raise OSError(errno.ENOTSUP, "no usable cgroup: " + ("; ".join(errors) or "none"))
         memory_dir = _make(os.path.join(v1["memory"], own["memory"].lstrip("/"), name))

@@ -132,7 +132,9 @@ def diff_command(
     rev_a: str = typer.Argument("HEAD~1", help="The older revision (default: HEAD~1)."),
     rev_b: str = typer.Argument(None, help="The newer revision (default: the work tree)."),
     json_output: bool = typer.Option(False, "--json", help="Print JSON, for scripts."),
-    markdown: bool = typer.Option(False, "--markdown", help="Print Markdown tables (a PR comment)."),
+    markdown: bool = typer.Option(
+        False, "--markdown", help="Print Markdown tables (a PR comment)."
+    ),
     repo: Path = typer.Option(Path("."), help="Repository root."),
 ) -> None:
     """Compare the data of two revisions: rows added/removed/changed, solved problems, accuracy, params."""
@@ -149,10 +151,18 @@ def diff_command(
 
 @app.command()
 def publish(
-    rounds: str = typer.Option(None, help="Comma-separated rounds, e.g. r1,r2 (default: all in params.yaml)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Build the dataset folder only; push nothing."),
-    out: Path = typer.Option(None, help="Folder to build (default: data/publish with --dry-run, else a temp folder)."),
-    repo_id: str = typer.Option(None, help="Hub dataset id, e.g. USER/rstar-math-data (required to push)."),
+    rounds: str = typer.Option(
+        None, help="Comma-separated rounds, e.g. r1,r2 (default: all in params.yaml)."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Build the dataset folder only; push nothing."
+    ),
+    out: Path = typer.Option(
+        None, help="Folder to build (default: data/publish with --dry-run, else a temp folder)."
+    ),
+    repo_id: str = typer.Option(
+        None, help="Hub dataset id, e.g. USER/rstar-math-data (required to push)."
+    ),
     private: bool = typer.Option(False, "--private", help="Create the Hub dataset as private."),
     revision: str = typer.Option(None, help="Hub branch to push to (created when missing)."),
     repo: Path = typer.Option(Path("."), help="Repository root."),
@@ -161,7 +171,13 @@ def publish(
     from pipeline.publish import parse_rounds, run_publish_cli
 
     code, message = run_publish_cli(
-        repo, rounds=parse_rounds(rounds), out=out, dry_run=dry_run, repo_id=repo_id, private=private, revision=revision
+        repo,
+        rounds=parse_rounds(rounds),
+        out=out,
+        dry_run=dry_run,
+        repo_id=repo_id,
+        private=private,
+        revision=revision,
     )
     typer.echo(message, err=code != 0)
     raise typer.Exit(code)

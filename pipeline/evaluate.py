@@ -362,7 +362,11 @@ def held_out_problems(config: EvalConfig) -> tuple[list[Problem], dict[str, str]
         by_level.setdefault(levels[row["problem_id"]], []).append(row)
     # Round-robin over the levels: the i-th problem of every level before any (i+1)-th.
     ranked = sorted(
-        ((index, level, row) for level, group in by_level.items() for index, row in enumerate(group)),
+        (
+            (index, level, row)
+            for level, group in by_level.items()
+            for index, row in enumerate(group)
+        ),
         key=lambda item: (item[0], item[1]),
     )
     if config.problems:

@@ -47,7 +47,9 @@ class RayConfig:
             raise ValueError(f"ray.address must be a non-empty string, got {self.address!r}")
         for name in ("num_actors", "max_retries"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"ray.{name} must be a whole number >= 0, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"ray.{name} must be a whole number >= 0, got {getattr(self, name)!r}"
+                )
         for name in ("num_cpus", "num_gpus"):
             if not isinstance(getattr(self, name), int | float) or getattr(self, name) < 0:
                 raise ValueError(f"ray.{name} must be a number >= 0, got {getattr(self, name)!r}")
@@ -236,7 +238,9 @@ class RayExecutor:
             idle.append(actor)
             yield shard, result
 
-    def _replace(self, actor: Any, shard: Shard, error: BaseException, deaths: dict[int, int]) -> Any:
+    def _replace(
+        self, actor: Any, shard: Shard, error: BaseException, deaths: dict[int, int]
+    ) -> Any:
         """A fresh actor in place of a dead one, or an ExecutorError once the shard ran out of retries."""
         deaths[shard.index] = deaths.get(shard.index, 0) + 1
         reason = _death_reason(error)

@@ -63,8 +63,6 @@ ROWS_PER_SHARD = 200_000
 TOKEN_HINT = "run `hf auth login` (or `huggingface-cli login`) or set HF_TOKEN"
 
 
-
-
 class PublishError(RuntimeError):
     """Why nothing was published: a missing input, no token, no network (exit code 2)."""
 
@@ -75,8 +73,6 @@ class ContractError(PublishError):
     """A table to publish breaks its contract (exit code 1, like `rstar validate`)."""
 
     exit_code = 1
-
-
 
 
 # --------------------------------------------------------------------------- inputs
@@ -155,11 +151,7 @@ def validate_inputs(repo: Path, rounds: list[str], min_margin: float) -> dict[st
 
 def _files(repo: Path, rounds: list[str], table: str) -> str:
     paths = [str(repo / layout.round_dir(key) / f"{table}.parquet") for key in rounds]
-    return (
-        "read_parquet(["
-        + ", ".join(sql_literal(p) for p in paths)
-        + "], union_by_name = true)"
-    )
+    return "read_parquet([" + ", ".join(sql_literal(p) for p in paths) + "], union_by_name = true)"
 
 
 class ConfigQuery(NamedTuple):
@@ -372,8 +364,6 @@ def lock_hashes(repo: Path, paths: list[str]) -> dict[str, str | None]:
     return {path: recorded.get(path) for path in paths}
 
 
-
-
 def source_tables(rounds: list[str]) -> list[str]:
     """The tables a build reads, as dvc.lock names them."""
     return [layout.PROBLEMS.as_posix()] + [
@@ -427,7 +417,9 @@ def build_dataset_folder(
             model=policy.as_posix() if for_hub else str(repo / policy),
             revision=git_revision(repo), hashes=lock_hashes(repo, source_tables(keys)),
         )  # fmt: skip
-        write_card(building, card_metadata(configs, license, pretty_name), card_body(configs, inputs))
+        write_card(
+            building, card_metadata(configs, license, pretty_name), card_body(configs, inputs)
+        )
         _replace_dir(building, out_dir)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)

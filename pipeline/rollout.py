@@ -21,17 +21,7 @@ import polars as pl
 from pipeline.executors import Executor, LocalExecutor, Shard
 from pipeline.io import write_parquet
 from pipeline.mcts import MCTS, MCTSConfig, Problem, SearchStats, tree_rows
-from pipeline.tree import NODE_COLUMNS
-
-NODES_SCHEMA = {
-    "problem_id": pl.String, "round": pl.Int32, "node_id": pl.String, "parent_id": pl.String,
-    "depth": pl.Int32, "child_index": pl.Int32, "step_text": pl.String, "code": pl.String,
-    "observation": pl.String, "is_error": pl.Boolean, "is_terminal": pl.Boolean,
-    "terminal_kind": pl.String, "final_answer": pl.String, "correct": pl.Boolean,
-    "visits": pl.Int64, "value_sum": pl.Float64, "q": pl.Float64, "ppm_score": pl.Float64,
-    "tokens": pl.Int64,
-}  # fmt: skip
-assert tuple(NODES_SCHEMA) == NODE_COLUMNS
+from pipeline.tree import NODES_SCHEMA
 
 
 def fingerprint(parts: dict) -> str:
@@ -91,7 +81,9 @@ def _search_shard(search: MCTS, problems, seed: int, round_: int, progress):
     return frame, search.stats
 
 
-def plan_shards(problems: Sequence[Problem], shard_size: int, seed: int, key: str = "rollout.shard_size") -> list[Shard]:
+def plan_shards(
+    problems: Sequence[Problem], shard_size: int, seed: int, key: str = "rollout.shard_size"
+) -> list[Shard]:
     """Consecutive shards of ``shard_size`` problems; shard i's seed depends on (seed, i) only."""
     if shard_size < 1:
         raise ValueError(f"{key} must be at least 1, got {shard_size}")
@@ -138,7 +130,9 @@ def run_sharded(
     report.shards_resumed = len(shards) - len(todo)
     for shard, (frame, stats) in executor.run(job, todo, progress):
         write_parquet(frame, shard_paths[shard.index])
-        (shard_dir / f"shard-{shard.index:05d}.json").write_text(json.dumps(vars(stats), default=str))
+        (shard_dir / f"shard-{shard.index:05d}.json").write_text(
+            json.dumps(vars(stats), default=str)
+        )
         if on_shard is not None:
             on_shard(shard.index, len(shard.problems), stats)
     report.shards = len(shard_paths)

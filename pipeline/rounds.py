@@ -82,7 +82,9 @@ class CurriculumConfig:
 
     def __post_init__(self) -> None:
         if self.bootstrap_problems < 0:
-            raise ValueError(f"curriculum.bootstrap_problems must be >= 0, got {self.bootstrap_problems}")
+            raise ValueError(
+                f"curriculum.bootstrap_problems must be >= 0, got {self.bootstrap_problems}"
+            )
 
 
 def bootstrap_problem_ids(problems: pl.DataFrame, config: CurriculumConfig) -> list[str]:

@@ -6,15 +6,23 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+import polars as pl
+
 from pipeline import ids
 
 TERMINAL_KINDS = ("answer", "too_deep", "too_many_errors", "unparsable")
 
-NODE_COLUMNS = (
-    "problem_id", "round", "node_id", "parent_id", "depth", "child_index", "step_text", "code",
-    "observation", "is_error", "is_terminal", "terminal_kind", "final_answer", "correct",
-    "visits", "value_sum", "q", "ppm_score", "tokens",
-)  # fmt: skip
+# The `nodes` table (docs/data-contracts.md): its one definition, read by the rollout writer and
+# the table checks.
+NODES_SCHEMA = {
+    "problem_id": pl.String, "round": pl.Int32, "node_id": pl.String, "parent_id": pl.String,
+    "depth": pl.Int32, "child_index": pl.Int32, "step_text": pl.String, "code": pl.String,
+    "observation": pl.String, "is_error": pl.Boolean, "is_terminal": pl.Boolean,
+    "terminal_kind": pl.String, "final_answer": pl.String, "correct": pl.Boolean,
+    "visits": pl.Int64, "value_sum": pl.Float64, "q": pl.Float64, "ppm_score": pl.Float64,
+    "tokens": pl.Int64,
+}  # fmt: skip
+NODE_COLUMNS = tuple(NODES_SCHEMA)
 
 
 @dataclass(eq=False)

@@ -13,7 +13,9 @@ def round_arguments(description: str | None, argv: list[str] | None = None) -> a
     """`--round rN` and `--params FILE`, the arguments every per-round stage takes."""
     parser = argparse.ArgumentParser(description=(description or "").splitlines()[0] or None)
     parser.add_argument("--round", required=True, help="round key, e.g. r1")
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: params.yaml)"
+    )
     return parser.parse_args(argv)
 
 

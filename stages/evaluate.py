@@ -44,9 +44,15 @@ def main() -> None:
         bar = tqdm(total=len(problems), desc=f"evaluate {args.round}", unit="problem")
         metrics = evaluate_sharded(executor, problems, search, config, levels, on_shard=bar.update)
         bar.close()
-    metrics |= {"round": layout.round_number(args.round), "seconds": round(time.perf_counter() - started, 2)}
+    metrics |= {
+        "round": layout.round_number(args.round),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
     write_json(layout.DATA / "eval" / f"{args.round}.json", metrics)
-    print(f"{args.round}: " + ", ".join(f"{key} {value:.3f}" for key, value in metrics["accuracy"].items()))
+    print(
+        f"{args.round}: "
+        + ", ".join(f"{key} {value:.3f}" for key, value in metrics["accuracy"].items())
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ def main() -> None:
     config = group(load_params(args.params), "pairs", PairsConfig)
     started = time.perf_counter()
     out_dir = layout.round_dir(args.round)
-    count = derive_pairs(out_dir / "nodes.parquet", layout.PROBLEMS, out_dir / "pairs.parquet", **vars(config))
+    count = derive_pairs(
+        out_dir / "nodes.parquet", layout.PROBLEMS, out_dir / "pairs.parquet", **vars(config)
+    )
     splits = pl.read_parquet(out_dir / "pairs.parquet", columns=["split"])["split"].value_counts()
     write_json(out_dir / "pairs_stats.json", {
         "pairs": count, "by_split": dict(zip(splits["split"].to_list(), splits["count"].to_list())),

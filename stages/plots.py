@@ -76,8 +76,11 @@ def main() -> None:
     write_table(accuracy, PLOTS / "accuracy.csv", ACCURACY_COLUMNS)
     greedy = [row for row in accuracy if row["method"] == "greedy"]
     write_table(greedy, PLOTS / "greedy_accuracy.csv", ACCURACY_COLUMNS)
-    write_table(solved_rows(rounds_in(layout.DATA / "stats")), PLOTS / "solved_by_difficulty.csv",
-              ["round", "difficulty", "problems", "solved"])
+    write_table(
+        solved_rows(rounds_in(layout.DATA / "stats")),
+        PLOTS / "solved_by_difficulty.csv",
+        ["round", "difficulty", "problems", "solved"],
+    )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         folder = build_dataset_folder(
-            Path("."), parse_rounds(args.rounds), Path(args.out),
-            params_path=Path(args.params), repo_id=args.repo_id,
+            Path("."),
+            parse_rounds(args.rounds),
+            Path(args.out),
+            params_path=Path(args.params),
+            repo_id=args.repo_id,
         )
     except (PublishError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

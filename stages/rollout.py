@@ -41,7 +41,9 @@ class RolloutConfig:
     executor: Literal["local", "ray"] = "local"  # this process, or actors of the `ray` cluster
 
 
-def problem_status(nodes: pl.DataFrame, problems: list[Problem], previous: pl.DataFrame | None) -> pl.DataFrame:
+def problem_status(
+    nodes: pl.DataFrame, problems: list[Problem], previous: pl.DataFrame | None
+) -> pl.DataFrame:
     """Per problem: solved this round, solved in any round so far, solved for the first time
     this round, rounds attempted."""
     solved_now = set(nodes.filter(pl.col("correct").fill_null(False))["problem_id"].to_list())
@@ -89,7 +91,11 @@ def main(argv: list[str] | None = None) -> None:
     previous_status = pl.read_parquet(layout.round_dir(config.previous) / "problem_status.parquet")
     curriculum = group(params, "curriculum", CurriculumConfig)
     seeds = pl.read_parquet(layout.PROBLEMS)
-    bootstrap = set(bootstrap_problem_ids(seeds, curriculum)) if curriculum.rounds_exclude_bootstrap else set()
+    bootstrap = (
+        set(bootstrap_problem_ids(seeds, curriculum))
+        if curriculum.rounds_exclude_bootstrap
+        else set()
+    )
     problems = training_problems(seeds, config, previous_status, exclude=bootstrap)
 
     policy_path = layout.model_dir(config.policy)
@@ -103,7 +109,9 @@ def main(argv: list[str] | None = None) -> None:
     bar = tqdm(total=len(problems), desc=f"rollout {round_key}", unit="problem")
 
     def on_progress(stats) -> None:
-        bar.set_postfix(nodes=stats.nodes, tok_s=f"{stats.tokens / max(bar.format_dict['elapsed'], 1e-9):.0f}")
+        bar.set_postfix(
+            nodes=stats.nodes, tok_s=f"{stats.tokens / max(bar.format_dict['elapsed'], 1e-9):.0f}"
+        )
 
     def on_shard(index: int, count: int, stats) -> None:
         bar.update(count)
@@ -145,7 +153,9 @@ def _folder_signature(path: Path) -> list[tuple[str, str]]:
     signature = []
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         with file.open("rb") as handle:
-            signature.append((str(file.relative_to(path)), hashlib.file_digest(handle, "sha1").hexdigest()))
+            signature.append(
+                (str(file.relative_to(path)), hashlib.file_digest(handle, "sha1").hexdigest())
+            )
     return signature
 
 

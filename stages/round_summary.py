@@ -29,7 +29,9 @@ def round_summary(round_key: str) -> dict:
     policy = read(folder / "train_policy_metrics.json")
     ppm = read(folder / "train_ppm_metrics.json")
     evaluation = read(layout.DATA / "eval" / f"{round_key}.json")
-    seconds = sum(part.get("seconds", 0.0) for part in (rollout, sft, pairs, policy, ppm, evaluation))
+    seconds = sum(
+        part.get("seconds", 0.0) for part in (rollout, sft, pairs, policy, ppm, evaluation)
+    )
     return {
         "round": layout.round_number(round_key),
         "problems": rollout["problems"],

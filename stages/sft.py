@@ -44,9 +44,15 @@ def main() -> None:
         candidates_path = Path(scratch) / "candidates.parquet"
         derive_sft(nodes, layout.PROBLEMS, candidates_path, per_problem=config.per_problem)
         candidates = pl.read_parquet(candidates_path)  # in (problem_id, round, rank) order
-    truths = candidates.join(pl.read_parquet(layout.PROBLEMS, columns=["problem_id", "answer"]), on="problem_id", how="left")
+    truths = candidates.join(
+        pl.read_parquet(layout.PROBLEMS, columns=["problem_id", "answer"]),
+        on="problem_id",
+        how="left",
+    )
     with Sandbox(**vars(sandbox_config)) as sandbox:
-        verdicts = verify_responses(truths["response"].to_list(), truths["answer"].to_list(), sandbox)
+        verdicts = verify_responses(
+            truths["response"].to_list(), truths["answer"].to_list(), sandbox
+        )
     keep = pl.Series([verdict.keep for verdict in verdicts], dtype=pl.Boolean)
     reasons = pl.Series("reason", [verdict.reason for verdict in verdicts], dtype=pl.String)
     # A dropped rank-1 pick must not leave a lone rank 2: the kept picks are renumbered.
@@ -59,7 +65,9 @@ def main() -> None:
         "trajectories": trajectories, "candidates": candidates.height, "filter": report,
         "seconds": round(time.perf_counter() - started, 2),
     })  # fmt: skip
-    print(f"{args.round}: {trajectories} trajectories, {report['kept']} SFT rows kept, {report['dropped']} dropped")
+    print(
+        f"{args.round}: {trajectories} trajectories, {report['kept']} SFT rows kept, {report['dropped']} dropped"
+    )
 
 
 if __name__ == "__main__":

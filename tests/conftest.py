@@ -54,10 +54,14 @@ def format_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: P
     from pipeline.train.sft import train_sft
 
     problems = load_problems("generated", n=48, seed=1, levels=[1, 2])
-    examples = [(steps.sft_prompt(q), s) for q, s in zip(problems["question"], problems["solution"])]
+    examples = [
+        (steps.sft_prompt(q), s) for q, s in zip(problems["question"], problems["solution"])
+    ]
     out = tmp_path_factory.mktemp("models") / "format"
     # 8 epochs: fewer leave every root with only an `<answer>` sample, so no code step to score.
-    config = TrainConfig(epochs=8, learning_rate=1e-2, batch_size=8, max_length=192, warmup_ratio=0.0)
+    config = TrainConfig(
+        epochs=8, learning_rate=1e-2, batch_size=8, max_length=192, warmup_ratio=0.0
+    )
     train_sft(tiny_model_dir, examples, out, config)
     return out
 
@@ -69,7 +73,9 @@ BIN = Path(sys.executable).parent
 def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
     """Run the environment's `dvc` in ``repo`` (stages find the same python on PATH)."""
     env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True
+    )
 
 
 @pytest.fixture(scope="session")

@@ -98,12 +98,17 @@ def test_real_tables_pass_validation(smoke_repo):
 
     problems = smoke_repo / "data/seeds/problems.parquet"
     for table in ("nodes", "trajectories", "sft", "pairs"):
-        report = validate_table(table, smoke_repo / f"data/rounds/r1/{table}.parquet", problems_path=problems)
+        report = validate_table(
+            table, smoke_repo / f"data/rounds/r1/{table}.parquet", problems_path=problems
+        )
         assert report.success, report.summary()
 
 
 def test_ppm_training_change_rebuilds_only_ppm_training_and_its_dependents(smoke_repo):
-    edit_params(smoke_repo, lambda p: p["train_ppm"].update(learning_rate=p["train_ppm"]["learning_rate"] / 2))
+    edit_params(
+        smoke_repo,
+        lambda p: p["train_ppm"].update(learning_rate=p["train_ppm"]["learning_rate"] / 2),
+    )
     try:
         # r2 searches with r1's PPM, so its rollout and everything after it are dependents.
         assert would_run(smoke_repo) == {

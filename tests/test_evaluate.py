@@ -120,8 +120,12 @@ def test_voted_runs_follow_the_majority_of_runs(sandbox):
     config = EvalConfig(mcts_rollouts=1, mcts_children=1, mcts_runs=3)
     problems = [Problem("p1", "What is 6 * 2?", "12")]
     scorer = TextScorer("{12}")
-    right = voted_mcts_runs(ScriptedEngine(answers_in_turn(0)), sandbox, problems, scorer, MCTSConfig(), config)
-    wrong = voted_mcts_runs(ScriptedEngine(answers_in_turn(1)), sandbox, problems, scorer, MCTSConfig(), config)
+    right = voted_mcts_runs(
+        ScriptedEngine(answers_in_turn(0)), sandbox, problems, scorer, MCTSConfig(), config
+    )
+    wrong = voted_mcts_runs(
+        ScriptedEngine(answers_in_turn(1)), sandbox, problems, scorer, MCTSConfig(), config
+    )
     assert (right, wrong) == ([True], [False])
 
 
@@ -163,7 +167,9 @@ def test_majority_of_samples_is_its_own_method(sandbox):
         return [WRONG if count["n"] % 3 == 1 else RIGHT]
 
     config = EvalConfig(samples=3, mcts_rollouts=0)
-    metrics = evaluate(ScriptedEngine(in_turn), sandbox, [Problem("p1", "6 * 2?", "12")], MCTSConfig(), config)
+    metrics = evaluate(
+        ScriptedEngine(in_turn), sandbox, [Problem("p1", "6 * 2?", "12")], MCTSConfig(), config
+    )
     assert (metrics["accuracy"]["greedy"], metrics["accuracy"]["maj_at_3"]) == (0.0, 1.0)
 
 

@@ -74,7 +74,11 @@ def test_terminal_guided_backup_by_hand(sandbox):
     assert (b.visits, b.value_sum) == (1, -1.0)
     assert (c.visits, c.value_sum, c.terminal_kind) == (1, -1.0, None)
     c_answer = c.children[0].children[0]
-    assert (c_answer.correct, c_answer.terminal_kind, c_answer.final_answer) == (False, "answer", "5")
+    assert (c_answer.correct, c_answer.terminal_kind, c_answer.final_answer) == (
+        False,
+        "answer",
+        "5",
+    )
     assert root.is_terminal and tree.done
     assert [child.child_index for child in root.children] == [0, 1, 2]
     a_code = a.children[0]
@@ -111,7 +115,9 @@ def test_mixed_expansion_keeps_only_the_first_answer(sandbox):
     # stopped at <end_of_answer> alone and drops every other sample, code steps included. The
     # root's one child is graded wrong, so the tree is finished after one rollout.
     samples = ["x = 1\n<end_of_step>", ANSWER_14, ANSWER_12, "y = 2\n<end_of_step>"]
-    search = MCTS(ScriptedEngine(lambda partial: samples), sandbox, MCTSConfig(rollouts=3, n_children=4))
+    search = MCTS(
+        ScriptedEngine(lambda partial: samples), sandbox, MCTSConfig(rollouts=3, n_children=4)
+    )
     (tree,) = search.search([Problem("p", "q", "12")])
     (only,) = tree.root.children
     assert (only.step_text, only.child_index, only.correct) == (ANSWER_14, 0, False)
@@ -123,7 +129,9 @@ def test_an_unparsable_answer_also_ends_the_expansion(sandbox):
     # "<answer>... <end_of_answer>" without \boxed{} stopped at <end_of_answer> too: it alone is
     # kept, as an unparsable terminal (update(-1) on itself only).
     samples = ["x = 1\n<end_of_step>", "<answer>I do not know<end_of_answer>"]
-    search = MCTS(ScriptedEngine(lambda partial: samples), sandbox, MCTSConfig(rollouts=1, n_children=2))
+    search = MCTS(
+        ScriptedEngine(lambda partial: samples), sandbox, MCTSConfig(rollouts=1, n_children=2)
+    )
     (tree,) = search.search([Problem("p", "q", "12")])
     (only,) = tree.root.children
     assert (only.terminal_kind, only.visits, only.value_sum) == ("unparsable", 1, -1.0)
@@ -143,7 +151,9 @@ def test_consecutive_errors_end_the_branch(sandbox):
     def script(partial):
         return ["y = x + 1\n<end_of_step>"] if partial else ["x = 1 / 0\n<end_of_step>"]
 
-    search = MCTS(ScriptedEngine(script), sandbox, MCTSConfig(rollouts=3, n_children=2, errors_threshold=2))
+    search = MCTS(
+        ScriptedEngine(script), sandbox, MCTSConfig(rollouts=3, n_children=2, errors_threshold=2)
+    )
     (tree,) = search.search([Problem("p", "q", "1")])
     first = tree.root.children[0]
     second = first.children[0]
@@ -169,7 +179,9 @@ def test_code_deeper_than_max_depth_runs_then_is_too_deep(sandbox):
     def script(partial):
         return [f"x{partial.count('<end_of_step>')} = 1\n<end_of_step>"]
 
-    search = MCTS(ScriptedEngine(script), CountingSandbox(), MCTSConfig(rollouts=1, n_children=1, max_depth=2))
+    search = MCTS(
+        ScriptedEngine(script), CountingSandbox(), MCTSConfig(rollouts=1, n_children=1, max_depth=2)
+    )
     (tree,) = search.search([Problem("p", "q", "1")])
     deepest = tree.root.children[0].children[0].children[0]
     assert deepest.depth == 3 and deepest.terminal_kind == "too_deep"
@@ -187,7 +199,11 @@ def test_failing_code_past_max_depth_ends_as_too_many_errors(sandbox):
     config = MCTSConfig(rollouts=1, n_children=1, max_depth=1, errors_threshold=2)
     (tree,) = MCTS(ScriptedEngine(script), sandbox, config).search([Problem("p", "q", "1")])
     second = tree.root.children[0].children[0]
-    assert (second.depth, second.terminal_kind, second.consecutive_errors) == (2, "too_many_errors", 2)
+    assert (second.depth, second.terminal_kind, second.consecutive_errors) == (
+        2,
+        "too_many_errors",
+        2,
+    )
 
 
 def test_unparsable_step_is_an_invalid_terminal(sandbox):
@@ -202,7 +218,12 @@ def test_unparsable_step_is_an_invalid_terminal(sandbox):
 
 def test_ppm_augmented_round_initialises_new_children(sandbox):
     scorer = FixedScorer(0.25)
-    search = MCTS(ScriptedEngine(two_branch_script), sandbox, MCTSConfig(rollouts=5, n_children=3), scorer=scorer)
+    search = MCTS(
+        ScriptedEngine(two_branch_script),
+        sandbox,
+        MCTSConfig(rollouts=5, n_children=3),
+        scorer=scorer,
+    )
     (tree,) = search.search([Problem("p1", "What is 6 * 2?", "12")])
     nodes = by_text(tree.root)
     a, c = nodes["a = 6"], nodes["<answer>The answer is \\boxed{5}<end_of_answer>"]
@@ -210,7 +231,9 @@ def test_ppm_augmented_round_initialises_new_children(sandbox):
     assert (a.ppm_score, a.visits, a.value_sum) == (0.25, 2, 1.25)
     assert c.ppm_score is None  # terminals are graded, not scored
     # The PPM saw prompt + partial solution, in the SFT prompt format.
-    assert scorer.texts and all(text.startswith("<|user|>:\nWhat is 6 * 2?") for text in scorer.texts)
+    assert scorer.texts and all(
+        text.startswith("<|user|>:\nWhat is 6 * 2?") for text in scorer.texts
+    )
     assert backup_violations(tree_rows([tree], round_=3)) == []
 
 
@@ -402,7 +425,9 @@ def test_few_shot_prompt_style_searches_the_asked_question(sandbox):
     engine = ScriptedEngine(two_branch_script)
     scorer = FixedScorer(0.0)
     config = MCTSConfig(rollouts=5, n_children=3, prompt_style="few_shot")
-    (tree,) = MCTS(engine, sandbox, config, scorer=scorer).search([Problem("p1", "What is 6 * 2?", "12")])
+    (tree,) = MCTS(engine, sandbox, config, scorer=scorer).search(
+        [Problem("p1", "What is 6 * 2?", "12")]
+    )
     # The prompt holds the instruction and worked examples, then the question; the search
     # continues after the question, so the tree is the one of the SFT prompt (root: +1 -1 -1).
     assert all(p.startswith(steps.INSTRUCTION.format()) for call in engine.calls for p in call)
@@ -454,7 +479,9 @@ def test_engine_that_loses_prompts_is_an_error(sandbox):
 
 @pytest.mark.parametrize("score", [1.5, float("nan")])
 def test_ppm_score_outside_its_range_is_an_error(sandbox, score):
-    search = MCTS(ScriptedEngine(two_branch_script), sandbox, MCTSConfig(), scorer=FixedScorer(score))
+    search = MCTS(
+        ScriptedEngine(two_branch_script), sandbox, MCTSConfig(), scorer=FixedScorer(score)
+    )
     with pytest.raises(ValueError, match="outside \\[-1, 1\\]"):
         search.search([Problem("p1", "q", "12")])
 
@@ -471,7 +498,9 @@ def test_backup_check_keeps_rounds_apart(sandbox):
         ScriptedEngine(two_branch_script), sandbox, MCTSConfig(rollouts=5, n_children=3),
         scorer=FixedScorer(0.25),
     )  # fmt: skip
-    rows = tree_rows(plain.search([problem]), round_=1) + tree_rows(scored.search([problem]), round_=2)
+    rows = tree_rows(plain.search([problem]), round_=1) + tree_rows(
+        scored.search([problem]), round_=2
+    )
     assert rows[0]["node_id"] == rows[len(rows) // 2]["node_id"]
     assert backup_violations(rows) == []
 
@@ -509,14 +538,23 @@ def test_batched_trees_match_trees_searched_alone(sandbox):
     # statistics. p2 (truth 14, one rollout) stops after rollout 1 of the hand-worked search
     # above: root (1, -1), A exhausted, B still open and unvisited.
     config = MCTSConfig(rollouts=2, n_children=2, max_depth=3, errors_threshold=2)
-    problems = [Problem("p1", "What is 6 * 2?", "12"), Problem("p2", "What is 7 * 2?", "14", rollouts=1)]
+    problems = [
+        Problem("p1", "What is 6 * 2?", "12"),
+        Problem("p2", "What is 7 * 2?", "14", rollouts=1),
+    ]
 
     def rows(batch):
-        return tree_rows(MCTS(ScriptedEngine(error_then_answer_script), sandbox, config).search(batch), 1)
+        return tree_rows(
+            MCTS(ScriptedEngine(error_then_answer_script), sandbox, config).search(batch), 1
+        )
 
     together = rows(problems)
     assert together == rows(problems[:1]) + rows(problems[1:])
     p2 = {LABELS[row["step_text"]]: row for row in together if row["problem_id"] == "p2"}
     assert sorted(p2) == ["A", "A1", "B", "root"]
-    assert (p2["root"]["visits"], p2["root"]["value_sum"], p2["root"]["is_terminal"]) == (1, -1.0, False)
+    assert (p2["root"]["visits"], p2["root"]["value_sum"], p2["root"]["is_terminal"]) == (
+        1,
+        -1.0,
+        False,
+    )
     assert (p2["B"]["visits"], p2["B"]["is_terminal"], p2["A"]["is_terminal"]) == (0, False, True)

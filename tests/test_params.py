@@ -68,7 +68,9 @@ def test_exponent_without_a_dot_gets_a_hint():
      ("rollout", "mcts", "n_children", "a whole number"),
      ("evaluate", "evaluate", "samples", "a whole number")],
 )  # fmt: skip
-def test_a_stage_with_a_mistyped_param_fails_in_one_line(tmp_path, stage, group_name, key, expected):
+def test_a_stage_with_a_mistyped_param_fails_in_one_line(
+    tmp_path, stage, group_name, key, expected
+):
     params = yaml.safe_load((ROOT / "profiles" / "smoke.yaml").read_text())
     params[group_name][key] = "many"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -77,4 +79,6 @@ def test_a_stage_with_a_mistyped_param_fails_in_one_line(tmp_path, stage, group_
         cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": ""},
     )  # fmt: skip
     assert run.returncode != 0
-    assert run.stderr.strip().splitlines() == [f"error: {group_name}.{key} must be {expected}, got 'many'"]
+    assert run.stderr.strip().splitlines() == [
+        f"error: {group_name}.{key} must be {expected}, got 'many'"
+    ]

@@ -440,7 +440,9 @@ def test_a_validation_split_comes_only_from_problems_that_were_train():
         .select("problem_id", "split").iter_rows()
     )  # fmt: skip
     # The test split is untouched; validation problems were train problems before.
-    assert {pid for pid, s in three.items() if s == "test"} == {pid for pid, s in plain.items() if s == "test"}
+    assert {pid for pid, s in three.items() if s == "test"} == {
+        pid for pid, s in plain.items() if s == "test"
+    }
     assert all(plain[pid] == "train" for pid, s in three.items() if s == "validation")
     assert 0.06 < sum(s == "validation" for s in three.values()) / len(three) < 0.14
     with pytest.raises(ProblemSourceError, match="must not exceed 1"):

@@ -66,7 +66,9 @@ def short_run(output_dir: Path, config_class, **extra):
 
 
 def table(repo: Path, name: str) -> pl.DataFrame:
-    return pl.concat([pl.read_parquet(repo / f"data/rounds/{k}/{name}.parquet") for k in ("r1", "r2")])
+    return pl.concat(
+        [pl.read_parquet(repo / f"data/rounds/{k}/{name}.parquet") for k in ("r1", "r2")]
+    )
 
 
 def test_sft_trains_on_the_pipelines_tokens_and_loss(smoke_repo, built, offline, tmp_path):
@@ -76,7 +78,10 @@ def test_sft_trains_on_the_pipelines_tokens_and_loss(smoke_repo, built, offline,
     trainer = SFTTrainer(model=policy(smoke_repo), args=short_run(tmp_path / "sft", SFTConfig),
                          train_dataset=rows)  # fmt: skip
     tokenizer = trainer.processing_class
-    source = {(r["round"], r["problem_id"], r["rank"]): r for r in table(smoke_repo, "sft").iter_rows(named=True)}
+    source = {
+        (r["round"], r["problem_id"], r["rank"]): r
+        for r in table(smoke_repo, "sft").iter_rows(named=True)
+    }
     assert trainer.train_dataset.num_rows == rows.num_rows > 0
     encoded = []
     for published, trained in zip(rows, trainer.train_dataset, strict=True):
@@ -126,11 +131,19 @@ def test_pairs_train_the_ppm_objective(smoke_repo, built, offline, tmp_path):
     weight = torch.tensor([e["weight"] for e in texts])
     with torch.no_grad():
         weighted = trainer.compute_loss(model, collator(examples))
-        plain = RewardTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
-        unweighted = plain.compute_loss(model, DataCollatorForPreference(tokenizer.eos_token_id)(examples))
-    assert float(weighted) == pytest.approx(float((pairwise_loss(chosen, rejected) * weight).sum()), rel=1e-4)
+        plain = RewardTrainer(
+            model=model, args=args, train_dataset=rows, processing_class=tokenizer
+        )
+        unweighted = plain.compute_loss(
+            model, DataCollatorForPreference(tokenizer.eos_token_id)(examples)
+        )
+    assert float(weighted) == pytest.approx(
+        float((pairwise_loss(chosen, rejected) * weight).sum()), rel=1e-4
+    )
     # plain RewardTrainer: the same pair loss, unweighted, and no Q gap subtracted
-    assert float(unweighted) == pytest.approx(float(pairwise_loss(chosen, rejected).mean()), rel=1e-4)
+    assert float(unweighted) == pytest.approx(
+        float(pairwise_loss(chosen, rejected).mean()), rel=1e-4
+    )
     trainer.train()
     assert trainer.state.global_step == 3
 
@@ -153,7 +166,9 @@ def test_steps_label_the_ppm_text_of_each_partial_solution(smoke_repo, built, of
         labelled = [i for i, label in enumerate(trained["labels"]) if label != IGNORE]
         assert len(labelled) == len(published["completions"])
         for k, position in enumerate(labelled, start=1):
-            scored = tokenizer(steps.generation_prefix(prompt, published["completions"][:k])).input_ids
+            scored = tokenizer(
+                steps.generation_prefix(prompt, published["completions"][:k])
+            ).input_ids
             assert trained["input_ids"][: position + 1] == scored  # what the PPM scores
             assert trained["labels"][position] == int(published["q_values"][k - 1] > 0)
     trainer.train()

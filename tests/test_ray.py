@@ -28,7 +28,10 @@ from pipeline.sharded_eval import evaluate_sharded
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-PROBLEMS = [Problem(f"p{i}", f"Ann has {i + 3} pens and gets {i + 1} more. How many now?", str(2 * i + 4)) for i in range(6)]
+PROBLEMS = [
+    Problem(f"p{i}", f"Ann has {i + 3} pens and gets {i + 1} more. How many now?", str(2 * i + 4))
+    for i in range(6)
+]
 CONFIG = MCTSConfig(rollouts=2, n_children=2, max_new_tokens=24, max_depth=3, temperature=1.0)
 EVAL = EvalConfig(samples=2, mcts_rollouts=1, mcts_children=2, shard_size=2, seed=3)
 
@@ -142,7 +145,9 @@ def run_stage(stage: str, folder: Path, address: str) -> subprocess.CompletedPro
 
 
 # Not `auto`: it finds whichever cluster this machine runs, such as this module's own.
-@pytest.mark.parametrize(("stage", "address"), [("rollout", "127.0.0.1:9"), ("evaluate", "127.0.0.1:9")])
+@pytest.mark.parametrize(
+    ("stage", "address"), [("rollout", "127.0.0.1:9"), ("evaluate", "127.0.0.1:9")]
+)
 def test_a_missing_cluster_is_one_line_before_any_work(tmp_path, stage, address):
     result = run_stage(stage, tmp_path, address)
     assert result.returncode != 0

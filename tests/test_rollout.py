@@ -12,7 +12,10 @@ from pipeline.sandbox import Sandbox
 from pipeline.tree import backup_violations
 from tests.fakes import FixedScorer
 
-PROBLEMS = [Problem(f"p{i}", f"Tom has {i + 2} apples and buys {i + 3} more. How many now?", str(2 * i + 5)) for i in range(5)]
+PROBLEMS = [
+    Problem(f"p{i}", f"Tom has {i + 2} apples and buys {i + 3} more. How many now?", str(2 * i + 5))
+    for i in range(5)
+]
 CONFIG = MCTSConfig(rollouts=2, n_children=3, max_new_tokens=32, max_depth=3, temperature=1.0)
 
 
@@ -39,7 +42,9 @@ def run(engine, sandbox, work_dir, out_path, scorer=None, on_shard=None):
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("scorer", [None, FixedScorer(0.3)], ids=["terminal_guided", "ppm_augmented"])
+@pytest.mark.parametrize(
+    "scorer", [None, FixedScorer(0.3)], ids=["terminal_guided", "ppm_augmented"]
+)
 def test_real_engine_trees_obey_the_backup_rules(engine, sandbox, tmp_path, scorer):
     report = run(engine, sandbox, tmp_path / "work", tmp_path / "nodes.parquet", scorer=scorer)
     nodes = pl.read_parquet(tmp_path / "nodes.parquet")
@@ -59,7 +64,13 @@ def test_killed_rollout_resumes_to_the_same_nodes(engine, sandbox, tmp_path):
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        run(engine, sandbox, tmp_path / "resumed", tmp_path / "resumed.parquet", on_shard=die_after_first_shard)
+        run(
+            engine,
+            sandbox,
+            tmp_path / "resumed",
+            tmp_path / "resumed.parquet",
+            on_shard=die_after_first_shard,
+        )
     assert not (tmp_path / "resumed.parquet").exists()  # nothing half-written
     report = run(engine, sandbox, tmp_path / "resumed", tmp_path / "resumed.parquet")
     assert report.shards_resumed == 2  # shards 0 and 1 were on disk when it died

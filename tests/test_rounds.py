@@ -19,8 +19,12 @@ PARAMS = {
     "mcts": {"n_children": 12, "temperature": 0.7, "errors_threshold": 2, "max_depth": 16},
     "rounds": {
         "r1": {"policy": "base", "rollouts": 8, "prompt_style": "few_shot"},
-        "r3": {"policy": "r2", "ppm": "r2", "rollouts": 16,
-               "mcts": {"temperature": 1.0, "errors_threshold": 1}},
+        "r3": {
+            "policy": "r2",
+            "ppm": "r2",
+            "rollouts": 16,
+            "mcts": {"temperature": 1.0, "errors_threshold": 1},
+        },
     },  # fmt: skip
 }
 
@@ -90,8 +94,14 @@ def test_bootstrap_set_is_train_problems_with_solutions_at_the_bootstrap_levels(
     frame = curriculum_frame()
     # Levels 1 and 2 in train with a solution: p0 (1), p1 (2), p4 (2); p3 has no solution, p6
     # is a test problem.
-    assert bootstrap_problem_ids(frame, CurriculumConfig(bootstrap_levels=[1, 2])) == ["p0", "p1", "p4"]
-    assert bootstrap_problem_ids(frame, CurriculumConfig(bootstrap_levels=[1, 2], bootstrap_problems=2)) == ["p0", "p1"]
+    assert bootstrap_problem_ids(frame, CurriculumConfig(bootstrap_levels=[1, 2])) == [
+        "p0",
+        "p1",
+        "p4",
+    ]
+    assert bootstrap_problem_ids(
+        frame, CurriculumConfig(bootstrap_levels=[1, 2], bootstrap_problems=2)
+    ) == ["p0", "p1"]
     assert len(bootstrap_problem_ids(frame, CurriculumConfig())) == 5
 
 

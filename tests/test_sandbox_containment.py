@@ -57,7 +57,9 @@ def test_no_program_runs_not_even_a_loader_copied_into_memory(sandbox):
     assert_pool_works(sandbox)
 
 
-FORKED_HOLDERS = LIBC + """import time
+FORKED_HOLDERS = (
+    LIBC
+    + """import time
 kids = []
 for _ in range(6):
     pid = libc.fork()
@@ -74,6 +76,7 @@ for pid in kids:
     held += 40 * (status == 0)
 print(held)
 """
+)
 
 
 def test_memory_cap_counts_every_process_of_the_run(sandbox):
@@ -101,7 +104,9 @@ def test_sysv_shared_memory_is_refused(sandbox):
     assert_pool_works(sandbox)
 
 
-BOMB = LIBC + """import time
+BOMB = (
+    LIBC
+    + """import time
 made = 0
 while made < 10000:
     pid = libc.fork()
@@ -114,6 +119,7 @@ while made < 10000:
 time.sleep(1.5)
 print(made)
 """
+)
 THREADS = (
     "import threading, time\ntime.sleep(0.5)\n"
     "ts = [threading.Thread(target=time.sleep, args=(0.01,)) for _ in range(4)]\n"
@@ -130,7 +136,8 @@ def test_a_fork_bomb_leaves_the_other_workers_run_its_processes(sandbox):
 
 
 @pytest.mark.parametrize(
-    "flags", [0x10000000, 0x10000000 | 0x20000000 | 0x40000000]  # NEWUSER (+ PID, NET)
+    "flags",
+    [0x10000000, 0x10000000 | 0x20000000 | 0x40000000],  # NEWUSER (+ PID, NET)
 )
 def test_no_namespace_can_be_created(sandbox, flags):
     needs(sandbox, "seccomp")
@@ -153,7 +160,9 @@ def test_no_socket_of_any_family(sandbox, tmp_path):
             code = f"import socket\ns = socket.socket(socket.{family}, socket.SOCK_DGRAM)"
             result = sandbox.run(code)
             assert result.error == "PermissionError: [Errno 1] Operation not permitted", family
-        code = f"import socket\nsocket.socket(socket.AF_UNIX).connect({str(private / 'app.sock')!r})"
+        code = (
+            f"import socket\nsocket.socket(socket.AF_UNIX).connect({str(private / 'app.sock')!r})"
+        )
         assert sandbox.run(code).error is not None
         with pytest.raises(TimeoutError):
             listener.accept()

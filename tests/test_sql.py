@@ -258,7 +258,10 @@ def test_continuation_means_can_reject_a_candidate(tmp_path):
     # Hi-Lo: margin 1.5, best from Hi 0.7 > -1: kept. Hi-Hi: margin 0, no pair.
     rows = run_pairs(tmp_path, t)
     at_root = [row for row in rows if row["node_id"] == t.root.node_id]
-    assert summary(at_root, t.root, p, hi, lo) == [("", "P", "Lo", 2.0, 0.25), ("", "Hi", "Lo", 1.5, 0.25)]
+    assert summary(at_root, t.root, p, hi, lo) == [
+        ("", "P", "Lo", 2.0, 0.25),
+        ("", "Hi", "Lo", 1.5, 0.25),
+    ]
 
 
 def test_margin_filter_keeps_margins_at_the_minimum(tmp_path):

@@ -24,7 +24,10 @@ def test_parse_code_step_cuts_after_first_stop_and_strips_opening_marker():
 def test_parse_last_code_step_and_observation():
     parsed = steps.parse_step("print(3)\n<end_of_code>")
     assert parsed.kind == "code" and parsed.ends_code
-    assert steps.with_observation(parsed, "3\n") == "print(3)\n<end_of_code>\n<output>3<end_of_output>\n"
+    assert (
+        steps.with_observation(parsed, "3\n")
+        == "print(3)\n<end_of_code>\n<output>3<end_of_output>\n"
+    )
 
 
 def test_parse_answer_and_unparsable_steps():

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TERMINAL_KINDS = ("answer", "too_deep", "too_many_errors", "unparsable")  # docs/data-contracts.md, nodes
+from pipeline.tree import NODE_COLUMNS  # the nodes table's one definition
+
 SPLITS = ("train", "validation", "test")  # problems
 PAIR_SPLITS = ("train", "test")  # pairs: held out by problem for the PPM
 
@@ -100,3 +101,6 @@ CONTRACTS: dict[str, Contract] = {
 }
 
 TABLES = tuple(CONTRACTS)
+
+# The nodes contract adds nullability and sizes to pipeline.tree.NODES_SCHEMA; the columns agree.
+assert tuple(column.name for column in CONTRACTS["nodes"].columns) == NODE_COLUMNS

@@ -23,7 +23,9 @@ def connect(path: Path, problems_path: Path | None) -> duckdb.DuckDBPyConnection
     con.execute("SET enable_progress_bar = false")  # stage logs stay readable
     con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({sql_literal(path)})")
     if problems_path is not None:
-        con.execute(f"CREATE VIEW problems AS SELECT * FROM read_parquet({sql_literal(problems_path)})")
+        con.execute(
+            f"CREATE VIEW problems AS SELECT * FROM read_parquet({sql_literal(problems_path)})"
+        )
     # The stable ids of docs/data-contracts.md, defined once in pipeline.ids.
     con.create_function("rstar_problem_id", ids.problem_id, ["VARCHAR"], "VARCHAR")
     con.create_function("rstar_root_id", ids.root_id, ["VARCHAR"], "VARCHAR")

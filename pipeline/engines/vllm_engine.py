@@ -62,7 +62,9 @@ class VLLMOptions:
     kv_cache_gib: float = 2.0  # KV cache size (what VLLM_CPU_KVCACHE_SPACE sets on CPU)
     tensor_parallel_size: int = 1
     seed: int = 0  # engine-wide seed; sampling itself is seeded per request (see module doc)
-    in_process: bool = True  # engine core in this process; GPUs with tensor_parallel_size > 1: false
+    in_process: bool = (
+        True  # engine core in this process; GPUs with tensor_parallel_size > 1: false
+    )
     threads: int | None = None  # CPU threads for the model (None: every core this process may use)
     progress: bool = False  # vLLM's own progress bar per call
 

@@ -52,8 +52,14 @@ class TrainConfig:
     new_token_learning_rate: float = 5e-3
 
     def __post_init__(self) -> None:
-        positive = ("epochs", "learning_rate", "new_token_learning_rate", "batch_size",
-                    "grad_accum", "max_length")
+        positive = (
+            "epochs",
+            "learning_rate",
+            "new_token_learning_rate",
+            "batch_size",
+            "grad_accum",
+            "max_length",
+        )
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
