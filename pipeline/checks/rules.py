@@ -18,8 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.checks.contracts import PAIR_SPLITS, SPLITS, TERMINAL_KINDS
+from pipeline.checks.contracts import PAIR_SPLITS, SPLITS
 from pipeline.sql import MARGIN_TOLERANCE
+from pipeline.tree import TERMINAL_KINDS
 
 TOLERANCE = 1e-6  # for values one column derives from others (q = W / N, margin, mean Q)
 
