@@ -134,18 +134,8 @@ def vote(
     ranked = sorted(
         leaves, key=lambda leaf: -(leaf.ppm_score if leaf.ppm_score is not None else leaf.q)
     )[:top]
-    groups: list[list[Node]] = []
-    for leaf in ranked:
-        for members in groups:
-            if same(leaf.final_answer or "", members[0].final_answer or ""):
-                members.append(leaf)
-                break
-        else:
-            groups.append([leaf])
-    if not groups:
-        return None
-    # Groups keep rank order, so max() on size alone resolves ties to the best-scored group.
-    return max(groups, key=len)[0].final_answer
+    # In rank order, so a tie between groups goes to the best-scored one.
+    return majority([leaf.final_answer or "" for leaf in ranked], same)
 
 
 def ppm_guided_mcts(
@@ -155,10 +145,7 @@ def ppm_guided_mcts(
 ) -> list[bool]:  # fmt: skip
     """Per problem: search with PPM values only (the truth never steers), then vote among the
     top-scored answers; the vote is correct."""
-    mcts_config = replace(
-        search, rollouts=config.mcts_rollouts, n_children=config.mcts_children, seed=config.seed
-    )
-    trees = MCTS(engine, sandbox, mcts_config, scorer=scorer, terminal_reward="ppm").search(
+    trees = _ppm_guided_search(engine, sandbox, scorer, search, config).search(
         problems, progress=progress
     )
     results = []
@@ -166,6 +153,16 @@ def ppm_guided_mcts(
         answer = vote(_answer_leaves(tree), config.vote_top)
         results.append(answer is not None and bool(grade(answer, tree.problem.answer)))
     return results
+
+
+def _ppm_guided_search(
+    engine, sandbox: CodeRunner, scorer: Scorer, search: MCTSConfig, config: EvalConfig
+) -> MCTS:
+    """The evaluation's search: the PPM's values steer it and answers back up their scores."""
+    mcts_config = replace(
+        search, rollouts=config.mcts_rollouts, n_children=config.mcts_children, seed=config.seed
+    )
+    return MCTS(engine, sandbox, mcts_config, scorer=scorer, terminal_reward="ppm")
 
 
 def best_answer(tree: SearchTree) -> Node | None:
@@ -194,12 +191,9 @@ def voted_mcts_runs(
     """rStar-math's evaluation: `mcts_runs` independent PPM-guided searches per problem (one
     batch), the best-scored answer of each, and a majority vote; per problem, the vote is
     correct."""
-    mcts_config = replace(
-        search, rollouts=config.mcts_rollouts, n_children=config.mcts_children, seed=config.seed
-    )
     runs = config.mcts_runs
     copies = [problem for problem in problems for _ in range(runs)]
-    searcher = MCTS(engine, sandbox, mcts_config, scorer=scorer, terminal_reward="ppm")
+    searcher = _ppm_guided_search(engine, sandbox, scorer, search, config)
     trees = searcher.search(copies, progress=progress)
     results = []
     for index, problem in enumerate(problems):
@@ -246,6 +240,17 @@ def method_summary(
         },
         "correct": {method: entry["correct"] for method, entry in overall.items()},
         "by_level": by_level,
+    }
+
+
+def interval_columns(metrics: dict) -> dict:
+    """An evaluation's accuracies and their interval ends as flat groups, the shape of a row of
+    `dvc metrics show` (the round summaries; round 0 is the warm start's report)."""
+    intervals = metrics.get("ci95", {})
+    return {
+        "accuracy": metrics.get("accuracy", {}),
+        "ci95_low": {method: ends["low"] for method, ends in intervals.items()},
+        "ci95_high": {method: ends["high"] for method, ends in intervals.items()},
     }
 
 
@@ -352,14 +357,9 @@ def held_out_problems(config: EvalConfig) -> tuple[list[Problem], dict[str, str]
         from pipeline.problems import load_problems
 
         frame = load_problems(config.source)
-    levels = {
-        row["problem_id"]: str(problem_level(row.get("meta")) or "all")
-        for row in frame.iter_rows(named=True)
-    }
-    rows = sorted(frame.iter_rows(named=True), key=lambda row: row["problem_id"])
     by_level: dict[str, list[dict]] = {}
-    for row in rows:
-        by_level.setdefault(levels[row["problem_id"]], []).append(row)
+    for row in sorted(frame.iter_rows(named=True), key=lambda row: row["problem_id"]):
+        by_level.setdefault(str(problem_level(row.get("meta")) or "all"), []).append(row)
     # Round-robin over the levels: the i-th problem of every level before any (i+1)-th.
     ranked = sorted(
         (
@@ -372,4 +372,4 @@ def held_out_problems(config: EvalConfig) -> tuple[list[Problem], dict[str, str]
     if config.problems:
         ranked = ranked[: config.problems]
     problems = [Problem(row["problem_id"], row["question"], row["answer"]) for _, _, row in ranked]
-    return problems, {problem.problem_id: levels[problem.problem_id] for problem in problems}
+    return problems, {row["problem_id"]: level for _, level, row in ranked}

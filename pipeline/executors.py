@@ -16,7 +16,6 @@ import socket
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -57,15 +56,6 @@ class RayConfig:
             raise ValueError("ray.num_cpus and ray.num_gpus cannot both be 0")
         if not isinstance(self.connect_timeout_s, int | float) or self.connect_timeout_s <= 0:
             raise ValueError(f"ray.connect_timeout_s must be > 0, got {self.connect_timeout_s!r}")
-
-
-@contextmanager
-def executor_errors_as_one_line() -> Iterator[None]:
-    """An unusable cluster or a shard out of retries ends the stage with one line."""
-    try:
-        yield
-    except ExecutorError as error:
-        raise SystemExit(f"error: {error}") from None
 
 
 def check_executor(kind: str, key: str) -> None:

@@ -1,4 +1,4 @@
-"""Argument parsing shared by the per-round stages."""
+"""What the per-round stages share: their arguments and their one-line errors."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ def round_arguments(description: str | None, argv: list[str] | None = None) -> a
 
 
 @contextmanager
-def params_errors_as_one_line() -> Iterator[None]:
-    """A wrong parameter ends the stage with one line naming it, not a traceback."""
+def errors_as_one_line(*errors: type[Exception]) -> Iterator[None]:
+    """A user's error (a wrong parameter by default; what else the stage names) ends the stage
+    with one line that says what was wrong, not a traceback."""
     try:
         yield
-    except ParamsError as error:
+    except (ParamsError, *errors) as error:
         raise SystemExit(f"error: {error}") from None

@@ -14,12 +14,12 @@ from tqdm import tqdm
 from pipeline import layout
 from pipeline.config import SandboxConfig, group, load_params
 from pipeline.evaluate import EvalConfig, held_out_problems
-from pipeline.executors import RayConfig, WorkerSpec, executor_errors_as_one_line, make_executor
+from pipeline.executors import ExecutorError, RayConfig, WorkerSpec, make_executor
 from pipeline.io import write_json
 from pipeline.problems import ProblemSourceError
 from pipeline.rounds import mcts_with_overrides
 from pipeline.sharded_eval import evaluate_sharded
-from stages.common import params_errors_as_one_line, round_arguments
+from stages.common import errors_as_one_line, round_arguments
 
 
 def main() -> None:
@@ -36,10 +36,7 @@ def main() -> None:
     # Checks the cluster address (ray) before any work, so a bad address costs nothing; the
     # engines start only when the executor is entered.
     executor = make_executor(config.executor, spec, group(params, "ray", RayConfig))
-    try:  # a bad problem file fails in one line, before any engine starts
-        problems, levels = held_out_problems(config)
-    except ProblemSourceError as error:
-        raise SystemExit(f"error: {error}") from None
+    problems, levels = held_out_problems(config)  # a bad file: one line, before any engine
     with executor:
         bar = tqdm(total=len(problems), desc=f"evaluate {args.round}", unit="problem")
         metrics = evaluate_sharded(executor, problems, search, config, levels, on_shard=bar.update)
@@ -56,5 +53,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    with params_errors_as_one_line(), executor_errors_as_one_line():
+    with errors_as_one_line(ExecutorError, ProblemSourceError):
         main()

@@ -15,7 +15,7 @@ from pipeline import layout
 from pipeline.config import group, load_params
 from pipeline.io import write_json
 from pipeline.sql import derive_pairs
-from stages.common import params_errors_as_one_line, round_arguments
+from stages.common import errors_as_one_line, round_arguments
 
 
 @dataclass(frozen=True)
@@ -44,5 +44,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    with params_errors_as_one_line():
+    with errors_as_one_line():
         main()

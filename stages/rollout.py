@@ -20,8 +20,7 @@ from tqdm import tqdm
 
 from pipeline import layout
 from pipeline.config import SandboxConfig, group, load_params
-from pipeline.executors import RayConfig, WorkerSpec, make_executor
-from pipeline.executors import executor_errors_as_one_line as executor_errors
+from pipeline.executors import ExecutorError, RayConfig, WorkerSpec, make_executor
 from pipeline.io import write_json, write_parquet
 from pipeline.mcts import Problem
 from pipeline.rollout import fingerprint, run_sharded
@@ -32,7 +31,7 @@ from pipeline.rounds import (
     search_config,
     training_problems,
 )  # fmt: skip
-from stages.common import params_errors_as_one_line
+from stages.common import errors_as_one_line
 
 
 @dataclass(frozen=True)
@@ -160,5 +159,5 @@ def _folder_signature(path: Path) -> list[tuple[str, str]]:
 
 
 if __name__ == "__main__":
-    with params_errors_as_one_line(), executor_errors():
+    with errors_as_one_line(ExecutorError):
         main()

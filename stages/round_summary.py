@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from pipeline import layout
+from pipeline.evaluate import interval_columns
 from pipeline.io import write_json
 from stages.common import round_arguments
 
@@ -41,9 +42,7 @@ def round_summary(round_key: str) -> dict:
         "sft_rows": sft["filter"]["kept"],
         "pairs": pairs["pairs"],
         "eval_problems": evaluation["problems"],
-        "accuracy": evaluation["accuracy"],
-        "ci95_low": {method: ends["low"] for method, ends in evaluation.get("ci95", {}).items()},
-        "ci95_high": {method: ends["high"] for method, ends in evaluation.get("ci95", {}).items()},
+        **interval_columns(evaluation),
         "seconds": round(seconds, 1),
     }
 

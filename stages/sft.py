@@ -20,7 +20,7 @@ from pipeline.filter import rerank, summarise, verify_responses
 from pipeline.io import write_json, write_parquet
 from pipeline.sandbox import Sandbox
 from pipeline.sql import derive_sft, derive_trajectories
-from stages.common import params_errors_as_one_line, round_arguments
+from stages.common import errors_as_one_line, round_arguments
 
 
 @dataclass(frozen=True)
@@ -71,5 +71,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    with params_errors_as_one_line():
+    with errors_as_one_line():
         main()

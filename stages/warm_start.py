@@ -25,6 +25,7 @@ import polars as pl
 
 from pipeline import layout, steps
 from pipeline.config import ParamsError, group, load_params
+from pipeline.evaluate import EvalConfig, evaluate, held_out_problems, interval_columns
 from pipeline.io import atomic_dir, write_json
 from pipeline.models import ModelError
 from pipeline.rounds import CurriculumConfig, bootstrap_problem_ids
@@ -70,7 +71,6 @@ def evaluate_policy(
     for the round-0 report; the same evaluator as stage `evaluate`, without a PPM)."""
     from pipeline.config import SandboxConfig
     from pipeline.engines import make_engine
-    from pipeline.evaluate import EvalConfig, evaluate, held_out_problems
     from pipeline.mcts import MCTSConfig
     from pipeline.sandbox import Sandbox
 
@@ -112,9 +112,7 @@ def warm_start_summary(metrics: dict[str, Any]) -> dict[str, Any]:
         "round": 0,
         "enabled": metrics.get("enabled", False),
         "eval_problems": evaluation.get("problems", 0),
-        "accuracy": evaluation.get("accuracy", {}),
-        "ci95_low": {method: ends["low"] for method, ends in evaluation.get("ci95", {}).items()},
-        "ci95_high": {method: ends["high"] for method, ends in evaluation.get("ci95", {}).items()},
+        **interval_columns(evaluation),
         "seconds": metrics.get("seconds", 0.0),
     }
 

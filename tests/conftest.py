@@ -20,14 +20,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")
-def model_cache_dir(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
+def model_cache_dir(request: pytest.FixtureRequest) -> Path:
     """Where extracted tokenizers live: pytest's cache when enabled, else this session's tmp."""
-    cache = getattr(request.config, "cache", None)
-    folder = (
-        Path(cache.mkdir("rstar-models")) if cache is not None else tmp_path_factory.mktemp("cache")
-    )
+    folder = _cache_folder(request.config)
     os.environ["RSTAR_CACHE_DIR"] = str(folder)  # prepare_base_model("tiny") finds it too
     return folder
 
@@ -122,10 +117,15 @@ def start_smoke_build(config: pytest.Config) -> tuple[Path, subprocess.Popen, Pa
 
 
 def _cache_folder(config: pytest.Config) -> Path:
-    cache = getattr(config, "cache", None)
-    if cache is not None:
-        return Path(cache.mkdir("rstar-models"))
-    return Path(tempfile.mkdtemp(prefix="rstar-models-"))
+    """One folder per session, shared by the session's models and the background smoke build."""
+    if not hasattr(config, "_rstar_cache_folder"):
+        cache = getattr(config, "cache", None)
+        if cache is not None:
+            config._rstar_cache_folder = Path(cache.mkdir("rstar-models"))
+        else:  # no cache plugin: this session's own folder
+            config._rstar_cache_folder = Path(tempfile.mkdtemp(prefix="rstar-models-"))
+            config.add_cleanup(lambda: shutil.rmtree(config._rstar_cache_folder, True))
+    return config._rstar_cache_folder
 
 
 def _needs_smoke(item: pytest.Item) -> bool:

@@ -8,7 +8,6 @@ seeds, greedy outputs that do not depend on padding or batching, honest token co
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import threading
@@ -27,12 +26,11 @@ from pipeline.engines.base import Completion, cut_at_stop
 from pipeline.engines.hf import TransformersEngine, finish_text
 from pipeline.engines.openai_engine import OpenAIEngine, OpenAIError
 from pipeline.engines.vllm_engine import VLLM_MISSING, to_completion
-
-PROMPTS = [
-    "Question: 2 + 3?\n<code>\n",
-    "Question: A baker makes 24 muffins and sells 3/4 of them. How many are left?\n<code>\n",
-    "Hi",
-]
+from tests.engine_contract import (  # noqa: F401 (the shared contract tests run here too)
+    PROMPTS,
+    test_max_new_tokens_is_respected_and_counted,
+    test_stop_string_is_kept_and_nothing_after_it,
+)
 
 
 @pytest.fixture(scope="module")
@@ -103,35 +101,6 @@ def test_tiny_temperature_reproduces_greedy_for_every_sample(engine):
     cold = engine.generate(PROMPTS, n=3, max_new_tokens=8, temperature=1e-4, seed=5)
     for (expected,), samples in zip(greedy, cold):
         assert [s.text for s in samples] == [expected.text] * 3
-
-
-def test_max_new_tokens_is_respected_and_counted(engine):
-    results = engine.generate(PROMPTS, n=2, max_new_tokens=5, seed=0)
-    for completion in (c for samples in results for c in samples):
-        assert completion.finish_reason == "length"  # no stop strings asked, no EOS drawn
-        assert completion.tokens == 5
-
-
-def test_stop_string_is_kept_and_nothing_after_it(engine):
-    # Sample freely, choose a piece of the text as the stop string, and sample again with the
-    # same seed: the random streams are the same, so the text must end exactly at that piece.
-    free = engine.generate(PROMPTS[:1], max_new_tokens=24, temperature=1.0, seed=11)[0][0]
-    start, stop = _fresh_piece(free.text)
-    stopped = engine.generate(
-        PROMPTS[:1], max_new_tokens=24, temperature=1.0, seed=11, stop=[stop, "<never>"]
-    )[0][0]
-    assert stopped.text == free.text[: start + len(stop)]
-    assert stopped.finish_reason == "stop"
-    assert 1 <= stopped.tokens < free.tokens
-
-
-def _fresh_piece(text: str) -> tuple[int, str]:
-    """A short run of letters whose first occurrence in ``text`` starts after the beginning."""
-    for match in re.finditer(r"[A-Za-z]{4}", text):
-        piece = match.group()
-        if match.start() > 0 and text.find(piece) == match.start():
-            return match.start(), piece
-    pytest.fail(f"no usable stop string in {text!r}")
 
 
 def test_scripted_model_stops_at_marker_and_at_eos(tiny_model_dir, monkeypatch):

@@ -8,7 +8,6 @@ takes tens of seconds to start on 2 cores.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -16,14 +15,14 @@ import pytest
 from pipeline.engines import make_engine
 from pipeline.engines.base import FINISH_REASONS, Engine
 from pipeline.engines.vllm_engine import VLLMEngine, VLLMOptions, split_options
+from tests.engine_contract import (  # noqa: F401 (the shared contract tests run here too)
+    PROMPTS,
+    test_max_new_tokens_is_respected_and_counted,
+    test_stop_string_is_kept_and_nothing_after_it,
+)
 
 pytest.importorskip("vllm", reason="the vllm engine tests need vLLM (make setup installs it)")
 
-PROMPTS = [
-    "Question: 2 + 3?\n<code>\n",
-    "Question: A baker makes 24 muffins and sells 3/4 of them. How many are left?\n<code>\n",
-    "Hi",
-]
 # The options the smoke profile gives the tiny model (small KV cache, fp32 like its training).
 TINY_OPTIONS = {"dtype": "float32", "max_model_len": 1024, "kv_cache_gib": 0.25}
 
@@ -91,25 +90,6 @@ def test_greedy_matches_the_transformers_engine(engine, tiny_model_dir):
     assert engine.generate(PROMPTS, max_new_tokens=10, temperature=0) == expected
 
 
-def test_max_new_tokens_is_respected_and_counted(engine):
-    for completion in all_completions(engine.generate(PROMPTS, n=2, max_new_tokens=5, seed=0)):
-        assert completion.finish_reason == "length"  # no stop strings asked, no EOS drawn
-        assert completion.tokens == 5
-
-
-def test_stop_string_is_kept_and_nothing_after_it(engine):
-    # The same seed gives the same stream, so with a piece of the free text as the stop
-    # string the text must end exactly at that piece.
-    free = engine.generate(PROMPTS[:1], max_new_tokens=24, temperature=1.0, seed=11)[0][0]
-    start, stop = _fresh_piece(free.text)
-    stopped = engine.generate(
-        PROMPTS[:1], max_new_tokens=24, temperature=1.0, seed=11, stop=[stop, "<never>"]
-    )[0][0]
-    assert stopped.text == free.text[: start + len(stop)]
-    assert stopped.finish_reason == "stop"
-    assert 1 <= stopped.tokens < free.tokens
-
-
 def test_every_completion_follows_the_contract(engine):
     stops = ["e", "<never>"]
     results = engine.generate(PROMPTS, n=4, max_new_tokens=16, temperature=1.0, seed=5, stop=stops)
@@ -130,12 +110,3 @@ def test_impossible_requests_are_refused_before_any_work(engine):
         engine.generate(PROMPTS, n=0)
     with pytest.raises(ValueError, match="top_p must be in"):
         engine.generate(PROMPTS, top_p=0)
-
-
-def _fresh_piece(text: str) -> tuple[int, str]:
-    """A short run of letters whose first occurrence in ``text`` starts after the beginning."""
-    for match in re.finditer(r"[A-Za-z]{4}", text):
-        piece = match.group()
-        if match.start() > 0 and text.find(piece) == match.start():
-            return match.start(), piece
-    pytest.fail(f"no usable stop string in {text!r}")
