@@ -83,7 +83,7 @@ def evaluate_models(
         "seeds", help="`seeds` (test split of data/seeds) or any problem source"
     ),
     limit: int = typer.Option(50, help="evaluate at most this many problems (0 = all)"),
-    samples: int = typer.Option(8, help="N of pass@N and best-of-N"),
+    samples: int = typer.Option(8, help="N of pass@N, maj@N and best-of-N (0: none of them)"),
     params: Path = typer.Option(
         Path("params.yaml"), help="params file for the mcts, engine and sandbox groups"
     ),
@@ -92,36 +92,22 @@ def evaluate_models(
     """Evaluate a policy (and PPM) on held-out problems: greedy, pass@N, best-of-N, PPM-guided MCTS."""
     import json
 
-    from pipeline.config import SandboxConfig, group, load_params
-    from pipeline.engines import make_engine
-    from pipeline.evaluate import EvalConfig, evaluate, held_out_problems
+    from pipeline.config import group, load_params
+    from pipeline.evaluate import EvalConfig
+    from pipeline.executors import ExecutorError
     from pipeline.io import write_json
-    from pipeline.mcts import MCTSConfig
     from pipeline.problems import ProblemSourceError
-    from pipeline.sandbox import Sandbox
+    from pipeline.sharded_eval import run_evaluation
 
     settings = load_params(params)
     config = group(
         settings, "evaluate", EvalConfig, source=problems, problems=limit, samples=samples
     )
-    search = group(settings, "mcts", MCTSConfig)
-    try:  # before the model loads: a bad problem file should fail in a second, in one line
-        problem_list, levels = held_out_problems(config)
-    except ProblemSourceError as error:
+    try:  # a bad problem file or cluster fails in a second, in one line, before any model loads
+        metrics = run_evaluation(settings, config, policy, ppm)
+    except (ProblemSourceError, ExecutorError) as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
-    engine_options = dict(settings.get("engine") or {})
-    engine = make_engine(engine_options.pop("kind", "transformers"), str(policy), **engine_options)
-    scorer = None
-    if ppm is not None:
-        from pipeline.ppm import PPM
-
-        scorer = PPM.load(ppm)
-    with Sandbox(**vars(group(settings, "sandbox", SandboxConfig))) as sandbox:
-        metrics = evaluate(
-            engine, sandbox, problem_list, search, config, scorer=scorer, levels=levels
-        )
-    engine.close()
     if output is not None:
         write_json(output, metrics)
     console.print_json(json.dumps(metrics))

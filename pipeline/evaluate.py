@@ -40,7 +40,7 @@ class EvalConfig:
     source: str = "seeds"  # `seeds` (a split of the seed problems) or any problem source
     split: Literal["test", "validation"] = "test"  # with source `seeds`: tune on validation only
     problems: int = 50  # held-out problems to evaluate (0 = all)
-    samples: int = 8  # N of pass@N and best-of-N
+    samples: int = 8  # N of pass@N, maj@N and best-of-N (0: greedy and PPM-guided search only)
     temperature: float = 0.7
     mcts_rollouts: int = 4  # PPM-guided search budget per problem
     mcts_children: int = 4
@@ -54,13 +54,11 @@ class EvalConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("problems", "mcts_rollouts", "mcts_runs", "vote_top"):
+        for name in ("problems", "samples", "mcts_rollouts", "mcts_runs", "vote_top"):
             if getattr(self, name) < 0:
                 raise ValueError(f"evaluate.{name} must not be negative, got {getattr(self, name)}")
-        if self.samples < 1 or self.mcts_children < 1 or self.shard_size < 1:
-            raise ValueError(
-                "evaluate.samples, evaluate.mcts_children and evaluate.shard_size must be at least 1"
-            )
+        if self.mcts_children < 1 or self.shard_size < 1:
+            raise ValueError("evaluate.mcts_children and evaluate.shard_size must be at least 1")
 
 
 @dataclass
@@ -288,11 +286,17 @@ def problem_outcomes(
 
     with progress(len(problems), "greedy") as bar:
         greedy = sample_chains(engine, sandbox, problems, 1, search, 0.0, seed, bar)
-    with progress(len(problems) * n, f"{n} samples") as bar:
-        sampled = sample_chains(engine, sandbox, problems, n, search, config.temperature, seed, bar)
-    methods = {f"maj_at_{n}": majority_at_k(sampled)}
-    if scorer is not None:
+    sampled: list[list[Chain]] = [[] for _ in problems]
+    methods = {}
+    if n > 0:
+        with progress(len(problems) * n, f"{n} samples") as bar:
+            sampled = sample_chains(
+                engine, sandbox, problems, n, search, config.temperature, seed, bar
+            )
+        methods[f"maj_at_{n}"] = majority_at_k(sampled)
+    if scorer is not None and n > 0:
         methods[f"ppm_best_of_{n}"] = best_of_n(sampled, scorer, search.prompt_style)
+    if scorer is not None:
         if config.mcts_rollouts > 0:
             with progress(len(problems), "PPM-guided MCTS") as bar:
                 methods["ppm_mcts"] = ppm_guided_mcts(
@@ -314,17 +318,15 @@ def problem_outcomes(
 def summarise(outcomes: list[dict], config: EvalConfig, levels: dict[str, str]) -> dict:
     """The metrics of :func:`evaluate` from per-problem outcomes (of one batch or of shards)."""
     n = config.samples
-    results = {
-        "greedy": [o["greedy"] == "correct" for o in outcomes],
-        f"pass_at_{n}": ["correct" in o["samples"] for o in outcomes],
-    }
+    results = {"greedy": [o["greedy"] == "correct" for o in outcomes]}
+    if n > 0:
+        results[f"pass_at_{n}"] = ["correct" in o["samples"] for o in outcomes]
     for name in outcomes[0]["picks"] if outcomes else ():
         results[name] = [o["picks"][name] for o in outcomes]
     summary = method_summary(results, [o["problem_id"] for o in outcomes], levels)
     samples = [kind for outcome in outcomes for kind in outcome["samples"]]
-    summary["accuracy"]["sampled_pass_at_1"] = round(
-        samples.count("correct") / max(len(samples), 1), 4
-    )
+    if samples:
+        summary["accuracy"]["sampled_pass_at_1"] = round(samples.count("correct") / len(samples), 4)
     return {
         "problems": len(outcomes),
         **summary,

@@ -3,7 +3,8 @@
 A round names its policy, its PPM (`none`: terminal-guided), the round whose per-problem status
 it continues, its rollout budget, and may override any key of the `mcts` group for its own
 search, e.g. `r3: {..., mcts: {temperature: 1.0, errors_threshold: 1}}` as in the released
-configs of rStar-Math. Everything a round's search reads is resolved here, once.
+configs of rStar-Math, and any key of the `evaluate` group for its evaluation (e.g. every method
+in the last round only). Everything a round's search reads is resolved here, once.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class RoundConfig:
     prompt_style: str = "sft"
     problems: int | None = None  # cap on training problems searched this round
     mcts: dict[str, Any] = field(default_factory=dict)  # this round's overrides of `mcts`
+    evaluate: dict[str, Any] = field(default_factory=dict)  # ... and of `evaluate`
 
 
 def round_config(params: dict[str, Any], round_key: str) -> RoundConfig:

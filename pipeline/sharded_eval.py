@@ -1,4 +1,6 @@
-"""Evaluation in shards on an executor (pipeline.executors), the same on one machine or on Ray.
+"""Evaluation in shards on an executor (pipeline.executors), the same on one machine or on Ray,
+and its set-up from params, written once for the stage `evaluate@rN`, the warm start's round-0
+report and `rstar eval`.
 
 Held-out problems are cut into shards of ``evaluate.shard_size``; shard i samples and searches
 with ``shard_seed(evaluate.seed, i)``, each shard returns its per-problem outcomes, and the
@@ -10,11 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from pipeline.evaluate import EvalConfig, problem_outcomes, summarise
-from pipeline.executors import Executor
+from tqdm import tqdm
+
+from pipeline.config import ParamsError, SandboxConfig, group
+from pipeline.evaluate import EvalConfig, held_out_problems, problem_outcomes, summarise
+from pipeline.executors import Executor, RayConfig, WorkerSpec, make_executor
 from pipeline.mcts import MCTSConfig, Problem
 from pipeline.rollout import plan_shards
+from pipeline.rounds import mcts_with_overrides, round_config
 
 
 @dataclass(frozen=True)
@@ -45,3 +53,40 @@ def evaluate_sharded(
             on_shard(len(shard.problems))
     ordered = [outcome for index in sorted(results) for outcome in results[index]]
     return summarise(ordered, config, levels or {})
+
+
+def round_eval_config(params: dict[str, Any], round_key: str) -> EvalConfig:
+    """The `evaluate` group with round ``round_key``'s own overrides (`rounds.rN.evaluate`)."""
+    overrides = round_config(params, round_key).evaluate
+    where = f"rounds.{round_key}.evaluate"
+    if not isinstance(overrides, dict):
+        raise ParamsError(f"{where} must be a mapping of evaluate keys")
+    group({"evaluate": overrides}, "evaluate", EvalConfig, where=where)  # a bad key names itself
+    return group(params, "evaluate", EvalConfig, **overrides)
+
+
+def worker_spec(params: dict[str, Any], policy: Path, ppm: Path | None = None) -> WorkerSpec:
+    """What each worker holds: the `engine` group's engine on ``policy``, the `sandbox` group's
+    sandbox and, when given, the PPM."""
+    engine_options = dict(params.get("engine") or {})
+    engine_kind = engine_options.pop("kind", "transformers")
+    sandbox = vars(group(params, "sandbox", SandboxConfig))
+    return WorkerSpec(engine_kind, str(Path(policy).resolve()), engine_options, sandbox,
+                      str(Path(ppm).resolve()) if ppm is not None else None)  # fmt: skip
+
+
+def run_evaluation(
+    params: dict[str, Any], config: EvalConfig, policy: Path, ppm: Path | None = None,
+    label: str = "evaluate",
+) -> dict:  # fmt: skip
+    """Evaluate ``policy`` (and ``ppm``) as ``config`` says, with the `mcts` group and the
+    evaluation's own overrides of it, on the executor it names. A bad cluster address or problem
+    file fails here in one line, before any engine starts."""
+    search = mcts_with_overrides(params, config.mcts, "evaluate.mcts")
+    executor = make_executor(
+        config.executor, worker_spec(params, policy, ppm), group(params, "ray", RayConfig)
+    )
+    problems, levels = held_out_problems(config)
+    with executor:
+        with tqdm(total=len(problems), desc=label, unit="problem") as bar:
+            return evaluate_sharded(executor, problems, search, config, levels, bar.update)

@@ -25,7 +25,7 @@ import polars as pl
 
 from pipeline import layout, steps
 from pipeline.config import ParamsError, group, load_params
-from pipeline.evaluate import EvalConfig, evaluate, held_out_problems, interval_columns
+from pipeline.evaluate import EvalConfig, interval_columns
 from pipeline.io import atomic_dir, write_json
 from pipeline.models import ModelError
 from pipeline.rounds import CurriculumConfig, bootstrap_problem_ids
@@ -67,26 +67,15 @@ def reference_examples(problems_path: Path, curriculum: CurriculumConfig) -> pl.
 def evaluate_policy(
     params: dict[str, Any], config: WarmStartConfig, model_dir: Path
 ) -> dict[str, Any]:
-    """Greedy pass@1 and pass@N of the warm-started policy on held-out problems (the hook
-    for the round-0 report; the same evaluator as stage `evaluate`, without a PPM)."""
-    from pipeline.config import SandboxConfig
-    from pipeline.engines import make_engine
-    from pipeline.mcts import MCTSConfig
-    from pipeline.sandbox import Sandbox
+    """Greedy pass@1 and pass@N of the warm-started policy on held-out problems (the round-0
+    report; the same evaluation as stage `evaluate`, without a PPM)."""
+    from pipeline.sharded_eval import run_evaluation
 
     # Only warm_start's own knobs: the `evaluate` group must not re-trigger round 0 in DVC.
+    # With `eval_problems` equal to `evaluate.problems` both take the same problems, so round
+    # 0 and the rounds compare on one set.
     eval_config = EvalConfig(problems=config.eval_problems, samples=config.eval_samples)
-    search = group(params, "mcts", MCTSConfig)
-    engine_options = dict(params.get("engine") or {})
-    engine = make_engine(
-        engine_options.pop("kind", "transformers"), str(model_dir), **engine_options
-    )
-    problems, levels = held_out_problems(eval_config)
-    try:
-        with Sandbox(**vars(group(params, "sandbox", SandboxConfig))) as sandbox:
-            return evaluate(engine, sandbox, problems, search, eval_config, levels=levels)
-    finally:
-        engine.close()
+    return run_evaluation(params, eval_config, model_dir, label="evaluate warm start")
 
 
 def run(params: dict[str, Any]) -> dict[str, Any]:

@@ -144,9 +144,22 @@ def test_evaluation_reports_the_voted_runs_beside_the_other_methods(sandbox):
     assert {"greedy", "pass_at_2", "ppm_best_of_2", "ppm_mcts"} <= set(metrics["accuracy"])
 
 
+def test_no_samples_leaves_greedy_and_the_ppm_guided_search(sandbox):
+    # `samples: 0` is the cheap per-round evaluation: no pass@N, maj@N or best-of-N at all,
+    # rather than scores of 0 that a plot would draw as real.
+    engine = ScriptedEngine(lambda partial: [RIGHT, WRONG])
+    problems = [Problem("p1", "What is 6 * 2?", "12")]
+    config = EvalConfig(samples=0, mcts_rollouts=1, mcts_children=2)
+    metrics = evaluate(engine, sandbox, problems, MCTSConfig(), config, scorer=TextScorer("{12}"))
+    assert metrics["accuracy"] == {"greedy": 1.0, "ppm_mcts": 1.0}
+    assert metrics["sampled_outcomes"] == {}
+
+
 def test_negative_evaluation_budgets_are_errors():
     with pytest.raises(ValueError, match="evaluate.mcts_runs must not be negative, got -1"):
         EvalConfig(mcts_runs=-1)
+    with pytest.raises(ValueError, match="evaluate.samples must not be negative, got -2"):
+        EvalConfig(samples=-2)
 
 
 def test_wilson_interval_matches_worked_values():

@@ -14,6 +14,7 @@ from pipeline.rounds import (
     search_config,
     training_problems,
 )  # fmt: skip
+from pipeline.sharded_eval import round_eval_config
 
 PARAMS = {
     "mcts": {"n_children": 12, "temperature": 0.7, "errors_threshold": 2, "max_depth": 16},
@@ -59,6 +60,19 @@ def test_a_missing_round_or_a_non_mapping_override_is_an_error():
         round_config(PARAMS, "r9")
     with pytest.raises(ParamsError, match="rounds.r1.mcts must be a mapping"):
         search_config({"rounds": {"r1": {"mcts": [1]}}}, "r1")
+
+
+def test_a_round_overrides_the_evaluate_keys_it_names():
+    params = {
+        "evaluate": {"problems": 200, "samples": 0, "mcts_rollouts": 0},
+        "rounds": {"r1": {}, "r4": {"evaluate": {"samples": 4, "mcts_rollouts": 2}}},
+    }
+    first, last = round_eval_config(params, "r1"), round_eval_config(params, "r4")
+    assert (first.problems, first.samples, first.mcts_rollouts) == (200, 0, 0)
+    assert (last.problems, last.samples, last.mcts_rollouts) == (200, 4, 2)
+    params["rounds"]["r4"]["evaluate"] = {"sampels": 4}
+    with pytest.raises(ParamsError, match=r"rounds.r4.evaluate'. unknown key\(s\) sampels"):
+        round_eval_config(params, "r4")
 
 
 def test_unsolved_problems_get_their_own_budget():
