@@ -113,6 +113,25 @@ def evaluate_models(
     console.print_json(json.dumps(metrics))
 
 
+@app.command()
+def results(
+    metrics: Path = typer.Option(Path("data/metrics"), help="folder of the rounds' metrics files"),
+) -> None:
+    """Print the build's results as a Markdown table: one row per round (0 is the warm start),
+    with problems solved, SFT rows, pairs and every accuracy with its 95% interval."""
+    from pipeline.results import read_metrics, results_table
+
+    try:
+        rows = read_metrics(metrics)
+    except ValueError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    if not rows:
+        console.print(f"[red]error:[/red] no rN.json in {metrics} (run `make repro` first)")
+        raise typer.Exit(2)
+    print(results_table(rows))
+
+
 @app.command("diff")
 def diff_command(
     rev_a: str = typer.Argument("HEAD~1", help="The older revision (default: HEAD~1)."),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import networkx as nx
@@ -48,6 +49,14 @@ def test_smoke_dag_is_up_to_date_after_repro(smoke_repo):
     assert set(metrics["accuracy"]) >= {"greedy", "pass_at_2", "ppm_best_of_2", "ppm_mcts"}
     plotted = pl.read_csv(smoke_repo / "data/plots/accuracy.csv")
     assert sorted(set(plotted["round"])) == [0, 1, 2]  # round 0: the warm start's report
+
+
+def test_results_table_has_a_row_per_round_from_the_real_metrics(smoke_repo):
+    rstar = Path(sys.executable).with_name("rstar")
+    shown = subprocess.run([str(rstar), "results"], cwd=smoke_repo, capture_output=True,
+                           text=True, check=True).stdout.splitlines()  # fmt: skip
+    assert [line.split(" | ")[0] for line in shown[2:]] == ["| 0", "| 1", "| 2"]
+    assert "ppm_mcts" in shown[0] and "warm start" in shown[2]
 
 
 def test_trees_of_both_rounds_obey_the_backup_rules(smoke_repo):
