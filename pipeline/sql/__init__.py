@@ -28,7 +28,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from pipeline import steps
+from pipeline import ids, steps
 from pipeline.io import atomic_file
 
 __all__ = ["derive_pairs", "derive_sft", "derive_trajectories", "round_stats"]
@@ -157,12 +157,14 @@ def round_stats(
 
 
 def _session() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection that knows the prompt format of pipeline.steps."""
+    """An in-memory DuckDB connection that knows the prompt format of pipeline.steps and the
+    hash position of pipeline.ids (the split of pairs by problem)."""
     con = duckdb.connect()
     # Every output query ends in ORDER BY; the intermediate tables need no order, and letting
     # DuckDB drop it makes them cheaper to build.
     con.execute("SET preserve_insertion_order = false")
     con.create_function("sft_prompt", _sft_prompts, ["VARCHAR"], "VARCHAR", type="arrow")
+    con.execute(ids.HASH_POSITION_MACRO)
     return con
 
 

@@ -24,6 +24,8 @@ from typing import Any, Literal
 import torch
 from tqdm import tqdm
 
+from pipeline.ids import hash_position
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -143,12 +145,11 @@ def model_card(title: str, summary: str, provenance: dict[str, Any], config: Tra
 def heldout_problems(problem_ids: Sequence[str], fraction: float) -> tuple[set[str], str | None]:
     """Problems held out of training, chosen by a hash of their id (stable across runs).
 
-    The ``int(fraction * n)`` problems with the smallest hash are held out. Returns the set and,
+    The ``int(fraction * n)`` problems with the smallest ``hash_position("heldout:" + id)``
+    (pipeline.ids) are held out. Returns the set and,
     when the split is skipped, the reason (fraction 0, or too few problems to hold one out).
     """
-    unique = sorted(
-        set(problem_ids), key=lambda pid: hashlib.sha1(f"heldout:{pid}".encode()).hexdigest()
-    )
+    unique = sorted(set(problem_ids), key=lambda pid: (hash_position(f"heldout:{pid}"), pid))
     if fraction <= 0:
         return set(), "heldout_fraction is 0"
     count = int(fraction * len(unique))
