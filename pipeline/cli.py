@@ -92,11 +92,10 @@ def evaluate_models(
     """Evaluate a policy (and PPM) on held-out problems: greedy, pass@N, best-of-N, PPM-guided MCTS."""
     import json
 
-    from pipeline.config import SandboxConfig, group, load_params
+    from pipeline.config import MCTSConfig, SandboxConfig, group, load_params
     from pipeline.engines import make_engine
     from pipeline.evaluate import EvalConfig, evaluate, held_out_problems
     from pipeline.io import write_json
-    from pipeline.mcts import MCTSConfig
     from pipeline.problems import ProblemSourceError
     from pipeline.sandbox import Sandbox
 

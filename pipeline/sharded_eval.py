@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from pipeline.config import MCTSConfig
 from pipeline.evaluate import EvalConfig, problem_outcomes, summarise
 from pipeline.executors import Executor
-from pipeline.mcts import MCTSConfig, Problem
+from pipeline.mcts import Problem
 from pipeline.rollout import plan_shards
 
 

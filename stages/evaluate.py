@@ -12,9 +12,9 @@ import time
 from tqdm import tqdm
 
 from pipeline import layout
-from pipeline.config import SandboxConfig, group, load_params
+from pipeline.config import RayConfig, SandboxConfig, group, load_params
 from pipeline.evaluate import EvalConfig, held_out_problems
-from pipeline.executors import ExecutorError, RayConfig, WorkerSpec, make_executor
+from pipeline.executors import ExecutorError, WorkerSpec, make_executor
 from pipeline.io import write_json
 from pipeline.problems import ProblemSourceError
 from pipeline.rounds import mcts_with_overrides

@@ -11,33 +11,31 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import polars as pl
 from tqdm import tqdm
 
 from pipeline import layout
-from pipeline.config import SandboxConfig, group, load_params
-from pipeline.executors import ExecutorError, RayConfig, WorkerSpec, make_executor
+from pipeline.config import (
+    CurriculumConfig,
+    RayConfig,
+    RolloutConfig,
+    SandboxConfig,
+    engine_config,
+    group,
+    load_params,
+)
+from pipeline.executors import ExecutorError, WorkerSpec, make_executor
 from pipeline.io import write_json, write_parquet
 from pipeline.mcts import Problem
 from pipeline.rollout import fingerprint, run_sharded
 from pipeline.rounds import (
-    CurriculumConfig,
-    bootstrap_problem_ids,
     round_config,
     search_config,
     training_problems,
 )  # fmt: skip
 from stages.common import errors_as_one_line
-
-
-@dataclass(frozen=True)
-class RolloutConfig:
-    shard_size: int = 16
-    executor: Literal["local", "ray"] = "local"  # this process, or actors of the `ray` cluster
 
 
 def problem_status(
@@ -77,8 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     mcts_config = search_config(params, round_key)
     sandbox_config = group(params, "sandbox", SandboxConfig)
     rollout_config = group(params, "rollout", RolloutConfig)
-    engine_options = dict(params.get("engine") or {})
-    engine_kind = engine_options.pop("kind", "transformers")
+    engine = engine_config(params)
+    engine_kind, engine_options = engine.kind, engine.options
     ray_config = group(params, "ray", RayConfig)
     ppm_path = None if config.ppm == layout.NO_PPM else str(layout.ppm_dir(config.ppm).resolve())
     spec = WorkerSpec(engine_kind, str(layout.model_dir(config.policy).resolve()), engine_options,
@@ -90,12 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     previous_status = pl.read_parquet(layout.round_dir(config.previous) / "problem_status.parquet")
     curriculum = group(params, "curriculum", CurriculumConfig)
     seeds = pl.read_parquet(layout.PROBLEMS)
-    bootstrap = (
-        set(bootstrap_problem_ids(seeds, curriculum))
-        if curriculum.rounds_exclude_bootstrap
-        else set()
-    )
-    problems = training_problems(seeds, config, previous_status, exclude=bootstrap)
+    problems = training_problems(seeds, config, previous_status, curriculum)
 
     policy_path = layout.model_dir(config.policy)
     key = fingerprint({

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.config import MCTSConfig
 from pipeline.evaluate import (
     EvalConfig,
     evaluate,
@@ -13,7 +14,7 @@ from pipeline.evaluate import (
     voted_mcts_runs,
     wilson_interval,
 )  # fmt: skip
-from pipeline.mcts import MCTSConfig, Problem
+from pipeline.mcts import Problem
 from pipeline.sandbox import Sandbox
 from pipeline.tree import add_child, make_root
 from tests.fakes import ScriptedEngine

@@ -6,7 +6,8 @@ import pytest
 
 from pipeline import ids, steps
 from pipeline.checks.sql_checks import backup_violations
-from pipeline.mcts import MCTS, MCTSConfig, Problem, tree_rows
+from pipeline.config import MCTSConfig
+from pipeline.mcts import MCTS, Problem, tree_rows
 from pipeline.sandbox import Sandbox
 from pipeline.tree import Node, add_child, make_root, select_child, uct, walk
 from tests.fakes import FixedScorer, SampledEngine, ScriptedEngine

@@ -6,8 +6,9 @@ import polars as pl
 import pytest
 
 from pipeline.checks.sql_checks import backup_violations
+from pipeline.config import MCTSConfig
 from pipeline.engines import make_engine
-from pipeline.mcts import MCTS, MCTSConfig, Problem
+from pipeline.mcts import MCTS, Problem
 from pipeline.rollout import run_sharded
 from pipeline.sandbox import Sandbox
 from tests.fakes import FixedScorer

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.checks.contracts import PAIR_SPLITS, SPLITS
+from pipeline.config import PairsConfig
 from pipeline.sql import MARGIN_TOLERANCE
 from pipeline.tree import TERMINAL_KINDS
 
@@ -341,7 +342,7 @@ def pairs_checks(min_margin: float) -> list[Check]:
     ]
 
 
-def value_checks(table: str, *, min_margin: float = 0.5) -> list[Check]:
+def value_checks(table: str, *, min_margin: float = PairsConfig.min_margin) -> list[Check]:
     """The value rules of ``table`` beyond its column types and nulls."""
     if table == "pairs":
         return pairs_checks(min_margin)
