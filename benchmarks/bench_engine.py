@@ -28,8 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from pipeline.config import MCTSConfig  # noqa: E402
 from pipeline.engines import make_engine  # noqa: E402
-from pipeline.mcts import MCTS, MCTSConfig, Problem  # noqa: E402
+from pipeline.mcts import MCTS, Problem  # noqa: E402
 from pipeline.models import convert_gguf, default_cache_dir, find_smollm2_gguf  # noqa: E402
 from pipeline.problems import load_problems  # noqa: E402
 from pipeline.sandbox import Sandbox  # noqa: E402

@@ -17,7 +17,6 @@ of the SQL from docs/algorithm.md and is also used by tests/test_sql.py on rando
 from __future__ import annotations
 
 import argparse
-import hashlib
 import multiprocessing
 import random
 import sys
@@ -58,9 +57,8 @@ def edit_distance_at_least(a: str, b: str, k: int) -> bool:
 
 
 def heldout_split(problem_id: str, heldout_fraction: float) -> str:
-    """'test' when md5(problem_id), first 8 hex digits over 2^32, is below the fraction."""
-    bucket = int(hashlib.md5(problem_id.encode("utf-8")).hexdigest()[:8], 16) / 2**32
-    return "test" if bucket < heldout_fraction else "train"
+    """'test' when the problem's hash position (pipeline.ids) is below the fraction."""
+    return "test" if ids.hash_position(problem_id) < heldout_fraction else "train"
 
 
 class RefTree:

@@ -25,8 +25,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench_rollout import smoke_model  # noqa: E402
 
-from pipeline.executors import LocalExecutor, RayConfig, RayExecutor, Worker, WorkerSpec  # noqa: E402
-from pipeline.mcts import MCTSConfig, Problem  # noqa: E402
+from pipeline.config import (
+    MCTSConfig,  # noqa: E402
+    RayConfig,  # noqa: E402
+)
+from pipeline.executors import LocalExecutor, RayExecutor, Worker, WorkerSpec  # noqa: E402
+from pipeline.mcts import Problem  # noqa: E402
 from pipeline.problems import load_problems  # noqa: E402
 from pipeline.rollout import RolloutJob, plan_shards  # noqa: E402
 

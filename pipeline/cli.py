@@ -92,8 +92,7 @@ def evaluate_models(
     """Evaluate a policy (and PPM) on held-out problems: greedy, pass@N, best-of-N, PPM-guided MCTS."""
     import json
 
-    from pipeline.config import group, load_params
-    from pipeline.evaluate import EvalConfig
+    from pipeline.config import EvalConfig, group, load_params
     from pipeline.executors import ExecutorError
     from pipeline.io import write_json
     from pipeline.problems import ProblemSourceError

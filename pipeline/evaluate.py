@@ -11,14 +11,14 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import dataclass, replace
 
 import polars as pl
 from tqdm import tqdm
 
 from pipeline import layout, steps
 from pipeline.answer import is_equivalent
+from pipeline.config import EvalConfig
 from pipeline.mcts import (
     MCTS,
     CodeRunner,
@@ -31,34 +31,6 @@ from pipeline.mcts import (
 )  # fmt: skip
 from pipeline.rounds import problem_level
 from pipeline.tree import Node, walk
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """The `evaluate` params group."""
-
-    source: str = "seeds"  # `seeds` (a split of the seed problems) or any problem source
-    split: Literal["test", "validation"] = "test"  # with source `seeds`: tune on validation only
-    problems: int = 50  # held-out problems to evaluate (0 = all)
-    samples: int = 8  # N of pass@N, maj@N and best-of-N (0: greedy and PPM-guided search only)
-    temperature: float = 0.7
-    mcts_rollouts: int = 4  # PPM-guided search budget per problem
-    mcts_children: int = 4
-    vote_top: int = 3  # answer of PPM-guided MCTS: vote among the top-scoring trajectories
-    # The reference's evaluation: this many independent PPM-guided searches per problem, each
-    # giving its best-scored answer, and a majority vote over them (0: off).
-    mcts_runs: int = 0
-    mcts: dict = field(default_factory=dict)  # overrides of the `mcts` group for evaluation
-    shard_size: int = 64  # problems per shard in the stage (shard i searches with its own seed)
-    executor: Literal["local", "ray"] = "local"  # the stage's process, or the `ray` cluster
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("problems", "samples", "mcts_rollouts", "mcts_runs", "vote_top"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"evaluate.{name} must not be negative, got {getattr(self, name)}")
-        if self.mcts_children < 1 or self.shard_size < 1:
-            raise ValueError("evaluate.mcts_children and evaluate.shard_size must be at least 1")
 
 
 @dataclass

@@ -17,45 +17,15 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from pipeline.config import EXECUTOR_KINDS, RayConfig, SandboxConfig, engine_config, group
 from pipeline.mcts import Problem
-
-EXECUTOR_KINDS = ("local", "ray")
 
 
 class ExecutorError(RuntimeError):
     """A cluster that cannot be used, or a shard that failed too often; always one line."""
-
-
-@dataclass(frozen=True)
-class RayConfig:
-    """The `ray` params group: the cluster and what each actor asks of it."""
-
-    # `local`: start a one-machine cluster inside the stage; `auto`: the cluster that
-    # `ray start` runs on this machine; `HOST:PORT` (a head's GCS) or `ray://HOST:10001`.
-    address: str = "local"
-    num_actors: int = 0  # 0: as many as the cluster's CPUs (or GPUs) fit, at most one per shard
-    num_cpus: float = 1.0  # per actor
-    num_gpus: float = 0.0  # per actor: 1 for one vllm engine per GPU
-    max_retries: int = 2  # times a shard is resubmitted after its actor died
-    connect_timeout_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.address, str) or not self.address.strip():
-            raise ValueError(f"ray.address must be a non-empty string, got {self.address!r}")
-        for name in ("num_actors", "max_retries"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(
-                    f"ray.{name} must be a whole number >= 0, got {getattr(self, name)!r}"
-                )
-        for name in ("num_cpus", "num_gpus"):
-            if not isinstance(getattr(self, name), int | float) or getattr(self, name) < 0:
-                raise ValueError(f"ray.{name} must be a number >= 0, got {getattr(self, name)!r}")
-        if self.num_cpus == 0 and self.num_gpus == 0:
-            raise ValueError("ray.num_cpus and ray.num_gpus cannot both be 0")
-        if not isinstance(self.connect_timeout_s, int | float) or self.connect_timeout_s <= 0:
-            raise ValueError(f"ray.connect_timeout_s must be > 0, got {self.connect_timeout_s!r}")
 
 
 def check_executor(kind: str, key: str) -> None:
@@ -75,6 +45,17 @@ class WorkerSpec:
     engine_options: dict = field(default_factory=dict)
     sandbox: dict = field(default_factory=dict)  # pipeline.sandbox.Sandbox's arguments
     ppm_path: str | None = None
+
+    @classmethod
+    def from_params(
+        cls, params: dict[str, Any], policy: Path, ppm: Path | None = None
+    ) -> WorkerSpec:
+        """The `engine` group's engine on ``policy``, the `sandbox` group's sandbox and, when
+        given, the PPM; folders as absolute paths, as every node must see them."""
+        engine = engine_config(params)
+        sandbox = vars(group(params, "sandbox", SandboxConfig))
+        return cls(engine.kind, str(Path(policy).resolve()), engine.options, sandbox,
+                   str(Path(ppm).resolve()) if ppm is not None else None)  # fmt: skip
 
 
 class Worker:

@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 
 from pipeline import steps
 from pipeline.answer import extract_answer, is_equivalent
+from pipeline.config import MCTSConfig
 from pipeline.engines.base import Completion, Engine
 from pipeline.tree import Node, add_child, backup, make_root, select_child, to_rows
 
@@ -28,33 +29,6 @@ class Scorer(Protocol):
 
 class CodeRunner(Protocol):
     def run_many(self, codes: Sequence[str]) -> list: ...
-
-
-@dataclass(frozen=True)
-class MCTSConfig:
-    """The `mcts` params group; defaults are the paper's (docs/algorithm.md)."""
-
-    rollouts: int = 8
-    n_children: int = 4
-    c_puct: float = 2.0
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_depth: int = 8
-    errors_threshold: int = 2
-    max_new_tokens: int = 256
-    prompt_style: Literal["sft", "few_shot"] = "sft"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("rollouts", "n_children", "max_depth", "errors_threshold", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"mcts.{name} must be at least 1, got {getattr(self, name)}")
-        if self.c_puct < 0 or self.temperature < 0:
-            raise ValueError("mcts.c_puct and mcts.temperature must not be negative")
-        if self.prompt_style not in ("sft", "few_shot"):
-            raise ValueError(
-                f"mcts.prompt_style must be 'sft' or 'few_shot', got {self.prompt_style!r}"
-            )
 
 
 @dataclass

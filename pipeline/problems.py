@@ -22,7 +22,6 @@ option is a one-line :class:`ProblemSourceError` naming the file, line/row and c
 from __future__ import annotations
 
 import codecs
-import hashlib
 import json
 import math
 import re
@@ -38,7 +37,7 @@ import polars as pl
 from pipeline.answer import restore_lost_backslashes
 from pipeline.generator import LEVELS, generate_problems
 from pipeline.gsm8k import GSM8KFormatError, convert_worked_solution, looks_like_gsm8k
-from pipeline.ids import problem_id
+from pipeline.ids import hash_position, problem_id
 
 COLUMNS = ("problem_id", "question", "answer", "source", "split", "solution", "meta")
 SCHEMA = {name: pl.String for name in COLUMNS}
@@ -190,7 +189,7 @@ def split_problems(
     _check_fraction(validation_fraction, "validation_fraction")
 
     def split_of(problem_id: str) -> str:
-        position = _unit_hash(f"{seed}:{problem_id}")
+        position = hash_position(f"{seed}:{problem_id}")
         if position < test_fraction:
             return "test"
         return "validation" if position < test_fraction + validation_fraction else "train"
@@ -229,11 +228,6 @@ def _check_levels(levels: object) -> list[int]:
     if not valid:
         raise ProblemSourceError(f"levels must be a non-empty list of 1-5, got {levels!r}")
     return list(levels)
-
-
-def _unit_hash(text: str) -> float:
-    digest = hashlib.sha256(text.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 # --------------------------------------------------------------------------- generated

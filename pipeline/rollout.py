@@ -18,9 +18,10 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.config import MCTSConfig
 from pipeline.executors import Executor, LocalExecutor, Shard
 from pipeline.io import write_parquet
-from pipeline.mcts import MCTS, MCTSConfig, Problem, SearchStats, tree_rows
+from pipeline.mcts import MCTS, Problem, SearchStats, tree_rows
 from pipeline.tree import NODES_SCHEMA
 
 

@@ -3,8 +3,7 @@
 A round names its policy, its PPM (`none`: terminal-guided), the round whose per-problem status
 it continues, its rollout budget, and may override any key of the `mcts` group for its own
 search, e.g. `r3: {..., mcts: {temperature: 1.0, errors_threshold: 1}}` as in the released
-configs of rStar-Math, and any key of the `evaluate` group for its evaluation (e.g. every method
-in the last round only). Everything a round's search reads is resolved here, once.
+configs of rStar-Math. Everything a round's search reads is resolved here, once.
 """
 
 from __future__ import annotations
@@ -12,28 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
-from pipeline.config import ParamsError, group
-from pipeline.mcts import MCTSConfig, Problem
-
-
-@dataclass(frozen=True)
-class RoundConfig:
-    """One entry of the `rounds` params group."""
-
-    policy: str = "base"  # base, warm_start or rN
-    ppm: str = "none"  # none (terminal-guided) or rN (PPM-augmented)
-    previous: str = "r0"  # the round whose per-problem status this one continues
-    rollouts: int = 8
-    unsolved_rollouts: int | None = None  # budget for problems unsolved in every earlier round
-    prompt_style: str = "sft"
-    problems: int | None = None  # cap on training problems searched this round
-    mcts: dict[str, Any] = field(default_factory=dict)  # this round's overrides of `mcts`
-    evaluate: dict[str, Any] = field(default_factory=dict)  # ... and of `evaluate`
+from pipeline.config import CurriculumConfig, MCTSConfig, ParamsError, RoundConfig, group
+from pipeline.mcts import Problem
 
 
 def round_config(params: dict[str, Any], round_key: str) -> RoundConfig:
@@ -72,23 +55,6 @@ def mcts_with_overrides(
     return group(params, "mcts", MCTSConfig, **overrides, **fixed)
 
 
-@dataclass(frozen=True)
-class CurriculumConfig:
-    """The `curriculum` params group: which problems teach the step format in the warm start
-    (their reference solutions) and whether the rounds leave them out, so that the rounds search
-    only problems whose solutions the policy never saw."""
-
-    bootstrap_levels: list[int] | None = None  # difficulty levels of the bootstrap set (null: all)
-    bootstrap_problems: int = 0  # at most this many bootstrap problems (0: all of those levels)
-    rounds_exclude_bootstrap: bool = False
-
-    def __post_init__(self) -> None:
-        if self.bootstrap_problems < 0:
-            raise ValueError(
-                f"curriculum.bootstrap_problems must be >= 0, got {self.bootstrap_problems}"
-            )
-
-
 def bootstrap_problem_ids(problems: pl.DataFrame, config: CurriculumConfig) -> list[str]:
     """Train problems with a reference solution at the bootstrap levels, by problem_id."""
     frame = problems.filter((pl.col("split") == "train") & pl.col("solution").is_not_null())
@@ -111,14 +77,18 @@ def problem_level(meta: str | None) -> int | None:
 
 def training_problems(
     problems: pl.DataFrame, config: RoundConfig, status: pl.DataFrame | None,
-    exclude: set[str] = frozenset(),
+    curriculum: CurriculumConfig = CurriculumConfig(),
 ) -> list[Problem]:  # fmt: skip
-    """The round's training problems, each with its rollout budget: `unsolved_rollouts` for a
-    problem no earlier round solved (when set), else `rollouts`. ``exclude`` (the bootstrap set
-    when the curriculum says so) is left out before the round's `problems` cap applies."""
+    """What a round searches, and how hard: the one home of that rule (docs/algorithm.md,
+    Rounds). The `train` problems by `problem_id`, without the bootstrap set when
+    `curriculum.rounds_exclude_bootstrap`, then the round's `problems` cap; each carries its
+    rollout budget, `unsolved_rollouts` for a problem no earlier round solved (``status``: the
+    previous round's problem_status; when set), else `rollouts`."""
     frame = problems.filter(pl.col("split") == "train").sort("problem_id")
-    if exclude:
-        frame = frame.filter(~pl.col("problem_id").is_in(sorted(exclude)))
+    if curriculum.rounds_exclude_bootstrap:
+        frame = frame.filter(
+            ~pl.col("problem_id").is_in(bootstrap_problem_ids(problems, curriculum))
+        )
     if config.problems is not None:
         frame = frame.head(config.problems)
     unsolved: set[str] = set()

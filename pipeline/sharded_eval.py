@@ -11,18 +11,18 @@ metrics depend on the seed and the shard size, never on the executor or on finis
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from pipeline.config import ParamsError, SandboxConfig, group
-from pipeline.evaluate import EvalConfig, held_out_problems, problem_outcomes, summarise
-from pipeline.executors import Executor, RayConfig, WorkerSpec, make_executor
-from pipeline.mcts import MCTSConfig, Problem
+from pipeline.config import EvalConfig, MCTSConfig, ParamsError, RayConfig, group
+from pipeline.evaluate import held_out_problems, problem_outcomes, summarise
+from pipeline.executors import Executor, WorkerSpec, make_executor
+from pipeline.mcts import Problem
 from pipeline.rollout import plan_shards
-from pipeline.rounds import mcts_with_overrides, round_config
+from pipeline.rounds import mcts_with_overrides
 
 
 @dataclass(frozen=True)
@@ -56,23 +56,16 @@ def evaluate_sharded(
 
 
 def round_eval_config(params: dict[str, Any], round_key: str) -> EvalConfig:
-    """The `evaluate` group with round ``round_key``'s own overrides (`rounds.rN.evaluate`)."""
-    overrides = round_config(params, round_key).evaluate
-    where = f"rounds.{round_key}.evaluate"
+    """The `evaluate` group with round ``round_key``'s own overrides (`evaluate.rounds.rN`)."""
+    config = group(params, "evaluate", EvalConfig)
+    overrides = config.rounds.get(round_key, {})
+    where = f"evaluate.rounds.{round_key}"
     if not isinstance(overrides, dict):
         raise ParamsError(f"{where} must be a mapping of evaluate keys")
+    if "rounds" in overrides:
+        raise ParamsError(f"{where}: unknown key(s) rounds")
     group({"evaluate": overrides}, "evaluate", EvalConfig, where=where)  # a bad key names itself
-    return group(params, "evaluate", EvalConfig, **overrides)
-
-
-def worker_spec(params: dict[str, Any], policy: Path, ppm: Path | None = None) -> WorkerSpec:
-    """What each worker holds: the `engine` group's engine on ``policy``, the `sandbox` group's
-    sandbox and, when given, the PPM."""
-    engine_options = dict(params.get("engine") or {})
-    engine_kind = engine_options.pop("kind", "transformers")
-    sandbox = vars(group(params, "sandbox", SandboxConfig))
-    return WorkerSpec(engine_kind, str(Path(policy).resolve()), engine_options, sandbox,
-                      str(Path(ppm).resolve()) if ppm is not None else None)  # fmt: skip
+    return replace(config, **overrides)
 
 
 def run_evaluation(
@@ -84,7 +77,9 @@ def run_evaluation(
     file fails here in one line, before any engine starts."""
     search = mcts_with_overrides(params, config.mcts, "evaluate.mcts")
     executor = make_executor(
-        config.executor, worker_spec(params, policy, ppm), group(params, "ray", RayConfig)
+        config.executor,
+        WorkerSpec.from_params(params, policy, ppm),
+        group(params, "ray", RayConfig),
     )
     problems, levels = held_out_problems(config)
     with executor:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -153,85 +153,3 @@ def to_rows(root: Node, problem_id: str, round_: int) -> list[dict]:
             }
         )
     return rows
-
-
-def backup_violations(rows: Iterable[dict], tolerance: float = 1e-6) -> list[str]:
-    """Check that every node's visits and value_sum follow from its subtree (docs/data-contracts.md).
-
-    N(node) = [1 if PPM-initialised] + [1 if an invalid terminal itself] + number of graded
-    terminals in its subtree (itself included); W(node) likewise with the PPM score, -1, and
-    the +1/-1 rewards (an answer that carries a PPM score, as evaluation's search writes, backs
-    up that score instead: the rule of ``pipeline.checks.rules.BACKUP_SQL``). ``q`` must be
-    W / N (0 when N = 0). Returns one readable line per violation (empty when consistent).
-    """
-    rows = list(rows)
-    # Node ids repeat across rounds (same root, same steps), so a node is known by its tree too.
-    expected = {_tree_key(row, row["node_id"]): [0, 0.0] for row in rows}
-    parent_of = {_tree_key(row, row["node_id"]): row.get("parent_id") for row in rows}
-    problems: list[str] = []
-    for row in rows:
-        own = _tree_key(row, row["node_id"])
-        visits, value = _own_updates(row)
-        expected[own][0] += visits
-        expected[own][1] += value
-        if row.get("terminal_kind") == "answer":
-            problems.extend(_back_up(row, expected, parent_of))
-    problems = list(dict.fromkeys(problems))  # answers under one orphan report it once
-    for row in rows:
-        problems.extend(_row_violations(row, *expected[_tree_key(row, row["node_id"])], tolerance))
-    return problems
-
-
-def _tree_key(row: dict, node_id: str | None) -> tuple:
-    return (row.get("problem_id"), row.get("round"), node_id)
-
-
-def _own_updates(row: dict) -> tuple[int, float]:
-    """Updates a node applies to itself only: its PPM initialisation and the invalid-terminal -1."""
-    kind, ppm_score = row.get("terminal_kind"), row.get("ppm_score")
-    if kind == "answer":  # its reward (or PPM score) is backed up along its path instead
-        return 0, 0.0
-    visits, value = 0, 0.0
-    if ppm_score is not None:
-        visits, value = visits + 1, value + ppm_score
-    if kind is not None:
-        visits, value = visits + 1, value - 1.0
-    return visits, value
-
-
-def _back_up(row: dict, expected: dict, parent_of: dict) -> list[str]:
-    """Add a graded answer's reward to it and every ancestor; report a broken parent chain."""
-    if row.get("ppm_score") is not None:
-        reward = row["ppm_score"]
-    else:
-        reward = 1.0 if row.get("correct") else -1.0
-    current = _tree_key(row, row["node_id"])
-    for _ in range(len(expected)):  # bounded: a parent cycle must not hang the check
-        expected[current][0] += 1
-        expected[current][1] += reward
-        parent_id = parent_of[current]
-        if parent_id is None:
-            return []
-        parent = _tree_key(row, parent_id)
-        if parent not in expected:
-            where = f"node {current[2]} (problem {row.get('problem_id')})"
-            return [
-                f"{where}: parent {parent_id} is not in the table, so no answer below reaches the root"
-            ]
-        current = parent
-    return [f"node {row['node_id']} (problem {row.get('problem_id')}): its parent chain loops"]
-
-
-def _row_violations(row: dict, visits: int, value_sum: float, tolerance: float) -> list[str]:
-    """At most one line per node: a wrong N or W is reported, not the q that follows from it."""
-    where = f"node {row['node_id']} (problem {row.get('problem_id')})"
-    if row["visits"] != visits or abs(row["value_sum"] - value_sum) > tolerance:
-        return [
-            f"{where}: visits={row['visits']} value_sum={row['value_sum']:.4f}, subtree implies "
-            f"visits={visits} value_sum={value_sum:.4f}"
-        ]
-    if "q" in row:
-        q = value_sum / visits if visits else 0.0
-        if row["q"] is None or abs(row["q"] - q) > tolerance:
-            return [f"{where}: q={row['q']} but value_sum / visits = {q:.4f}"]
-    return []

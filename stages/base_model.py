@@ -12,38 +12,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline import layout
-from pipeline.config import ParamsError, group, load_params
+from pipeline.config import ModelConfig, ParamsError, group, load_params
 from pipeline.io import write_json
 from pipeline.models import ModelError, prepare_base_model
 
 TINY_KEYS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "seed")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """params.yaml group `model`."""
-
-    base: str = "smollm2"  # `smollm2`, `tiny`, a local HF folder, or a Hub id
-    tiny: dict[str, int] = field(
-        default_factory=lambda: {
-            "hidden_size": 64,
-            "num_layers": 2,
-            "num_heads": 2,
-            "intermediate_size": 128,
-        }
-    )
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.tiny or {}) - set(TINY_KEYS))
-        if unknown:
-            raise ValueError(
-                f"model.tiny: unknown key(s) {', '.join(unknown)}; known: {', '.join(TINY_KEYS)}"
-            )
 
 
 def build_base_model(config: ModelConfig, out: Path, stats_path: Path) -> dict[str, Any]:

@@ -7,24 +7,14 @@ pairs_stats.json under data/rounds/rN/.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import polars as pl
 
 from pipeline import layout
-from pipeline.config import group, load_params
+from pipeline.config import PairsConfig, group, load_params
 from pipeline.io import write_json
 from pipeline.sql import derive_pairs
 from stages.common import errors_as_one_line, round_arguments
-
-
-@dataclass(frozen=True)
-class PairsConfig:
-    """The `pairs` params group."""
-
-    min_margin: float = 0.5
-    min_edit: int = 20
-    heldout_fraction: float = 0.1
 
 
 def main() -> None:

@@ -11,33 +11,29 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import polars as pl
 from tqdm import tqdm
 
 from pipeline import layout
-from pipeline.config import SandboxConfig, group, load_params
-from pipeline.executors import ExecutorError, RayConfig, WorkerSpec, make_executor
+from pipeline.config import (
+    CurriculumConfig,
+    RayConfig,
+    RolloutConfig,
+    group,
+    load_params,
+)
+from pipeline.executors import ExecutorError, WorkerSpec, make_executor
 from pipeline.io import write_json, write_parquet
 from pipeline.mcts import Problem
 from pipeline.rollout import fingerprint, run_sharded
 from pipeline.rounds import (
-    CurriculumConfig,
-    bootstrap_problem_ids,
     round_config,
     search_config,
     training_problems,
 )  # fmt: skip
 from stages.common import errors_as_one_line
-
-
-@dataclass(frozen=True)
-class RolloutConfig:
-    shard_size: int = 16
-    executor: Literal["local", "ray"] = "local"  # this process, or actors of the `ray` cluster
 
 
 def problem_status(
@@ -75,14 +71,10 @@ def main(argv: list[str] | None = None) -> None:
     round_ = layout.round_number(round_key)
     config = round_config(params, round_key)
     mcts_config = search_config(params, round_key)
-    sandbox_config = group(params, "sandbox", SandboxConfig)
     rollout_config = group(params, "rollout", RolloutConfig)
-    engine_options = dict(params.get("engine") or {})
-    engine_kind = engine_options.pop("kind", "transformers")
     ray_config = group(params, "ray", RayConfig)
-    ppm_path = None if config.ppm == layout.NO_PPM else str(layout.ppm_dir(config.ppm).resolve())
-    spec = WorkerSpec(engine_kind, str(layout.model_dir(config.policy).resolve()), engine_options,
-                      vars(sandbox_config), ppm_path)  # fmt: skip
+    ppm_path = None if config.ppm == layout.NO_PPM else layout.ppm_dir(config.ppm)
+    spec = WorkerSpec.from_params(params, layout.model_dir(config.policy), ppm_path)
     # Connects to the cluster (ray) before any work, so a bad address costs nothing.
     executor = make_executor(rollout_config.executor, spec, ray_config)
 
@@ -90,17 +82,12 @@ def main(argv: list[str] | None = None) -> None:
     previous_status = pl.read_parquet(layout.round_dir(config.previous) / "problem_status.parquet")
     curriculum = group(params, "curriculum", CurriculumConfig)
     seeds = pl.read_parquet(layout.PROBLEMS)
-    bootstrap = (
-        set(bootstrap_problem_ids(seeds, curriculum))
-        if curriculum.rounds_exclude_bootstrap
-        else set()
-    )
-    problems = training_problems(seeds, config, previous_status, exclude=bootstrap)
+    problems = training_problems(seeds, config, previous_status, curriculum)
 
     policy_path = layout.model_dir(config.policy)
     key = fingerprint({
         "round": round_key, "config": vars(config), "mcts": vars(mcts_config),
-        "engine": [engine_kind, engine_options], "problems": [vars(p) for p in problems],
+        "engine": [spec.engine_kind, spec.engine_options], "problems": [vars(p) for p in problems],
         "policy": _folder_signature(policy_path),
         "ppm": _folder_signature(layout.ppm_dir(config.ppm)),
     })  # fmt: skip

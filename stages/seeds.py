@@ -13,43 +13,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline import layout
-from pipeline.config import ParamsError, group, load_params
-from pipeline.generator import LEVELS
+from pipeline.config import ParamsError, SeedsConfig, group, load_params
 from pipeline.io import write_json, write_parquet
-from pipeline.problems import GENERATED, ProblemSourceError, read_problems
-
-
-@dataclass(frozen=True)
-class SeedsConfig:
-    """params.yaml group `seeds`."""
-
-    source: str = GENERATED  # `generated`, a .jsonl/.json/.parquet path, or hf:<dataset>...
-    n: int = 400  # problems to generate, or the most to keep from another source
-    seed: int = 0
-    test_fraction: float = 0.2
-    validation_fraction: float = 0.0  # held out for tuning, so that `test` is only reported
-    levels: list[int] = field(default_factory=lambda: list(LEVELS))
-    columns: dict[str, str] = field(default_factory=dict)
-
-    def options(self) -> dict[str, Any]:
-        """Options of :func:`pipeline.problems.read_problems` for this source."""
-        options: dict[str, Any] = {
-            "n": self.n,
-            "seed": self.seed,
-            "test_fraction": self.test_fraction,
-            "validation_fraction": self.validation_fraction,
-        }
-        # Passed as given: read_problems checks them and names the option in its error.
-        if self.source == GENERATED:
-            options["levels"] = self.levels
-        else:
-            options["columns"] = self.columns or None
-        return options
+from pipeline.problems import ProblemSourceError, read_problems
 
 
 def build_seeds(config: SeedsConfig, out: Path) -> dict[str, Any]:

@@ -9,25 +9,17 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from pipeline import layout
-from pipeline.config import SandboxConfig, group, load_params
+from pipeline.config import SandboxConfig, SFTConfig, group, load_params
 from pipeline.filter import rerank, summarise, verify_responses
 from pipeline.io import write_json, write_parquet
 from pipeline.sandbox import Sandbox
 from pipeline.sql import derive_sft, derive_trajectories
 from stages.common import errors_as_one_line, round_arguments
-
-
-@dataclass(frozen=True)
-class SFTConfig:
-    """The `sft` params group (docs/algorithm.md, SFT set)."""
-
-    per_problem: int = 2
 
 
 def main() -> None:

@@ -15,26 +15,18 @@ Multi-GPU: ``accelerate launch -m stages.train_policy --round rN``.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from pipeline import layout
-from pipeline.config import ParamsError, group, load_params
+from pipeline.config import ParamsError, TrainPolicyConfig, group, load_params
 from pipeline.io import write_json
 from pipeline.models import ModelError
-from pipeline.train.common import DataError, TrainConfig, is_main_process
+from pipeline.train.common import DataError, is_main_process
 from pipeline.train.sft import train_sft
 from stages.common import round_arguments
-
-
-@dataclass(frozen=True)
-class TrainPolicyConfig(TrainConfig):
-    """params group `train_policy`: the training knobs plus where each round starts from."""
-
-    from_base: bool = False  # true: every round fine-tunes the base model, not the last policy
 
 
 def start_policy(params: dict[str, Any], round_key: str, from_base: bool) -> Path:

@@ -2,7 +2,7 @@
 
 Validates data/seeds/problems.parquet and those of data/rounds/rN/{nodes, trajectories, sft,
 pairs}.parquet that exist, every problem id against the problems table and the pairs' margins
-against params `pairs.min_margin` (0.5 when absent). Writes the full report of each table to
+against params `pairs.min_margin`. Writes the full report of each table to
 data/rounds/rN/validation/<table>.json and the summary data/rounds/rN/validation.json
 ({table: {success, checks, failed, rows}}), prints the short reports, and exits 1 when any
 table breaks its contract (a violation fails the stage), 2 on bad usage.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline import layout
 from pipeline.checks import ValidationError, ValidationReport, validate_table, write_report
-from pipeline.config import ParamsError, load_params
+from pipeline.config import PairsConfig, ParamsError, group, load_params
 from pipeline.io import write_json
 from stages.common import round_arguments
 
@@ -24,9 +24,8 @@ ROUND_TABLES = ("nodes", "trajectories", "sft", "pairs")
 
 
 def min_margin(params_path: str | Path) -> float:
-    """`pairs.min_margin` from the params file (docs/algorithm.md), 0.5 when absent."""
-    pairs = load_params(params_path).get("pairs") or {}
-    return float(pairs.get("min_margin", 0.5))
+    """`pairs.min_margin` from the params file (docs/algorithm.md)."""
+    return group(load_params(params_path), "pairs", PairsConfig).min_margin
 
 
 def validate_round(round_key: str, margin: float) -> dict[str, ValidationReport]:

@@ -17,19 +17,25 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from pipeline import layout, steps
-from pipeline.config import ParamsError, group, load_params
-from pipeline.evaluate import EvalConfig, interval_columns
+from pipeline.config import (
+    CurriculumConfig,
+    EvalConfig,
+    ParamsError,
+    WarmStartConfig,
+    group,
+    load_params,
+)
+from pipeline.evaluate import interval_columns
 from pipeline.io import atomic_dir, write_json
 from pipeline.models import ModelError
-from pipeline.rounds import CurriculumConfig, bootstrap_problem_ids
-from pipeline.train.common import DataError, TrainConfig, is_main_process, remove_stale_temps
+from pipeline.rounds import bootstrap_problem_ids
+from pipeline.train.common import DataError, is_main_process, remove_stale_temps
 from pipeline.train.sft import train_sft
 
 METRICS = layout.MODELS / "warm_start_metrics.json"
@@ -37,15 +43,6 @@ SUMMARY = layout.DATA / "metrics" / "r0.json"  # the few figures DVC shows as me
 DISABLED = (
     "Warm start disabled (`warm_start.enabled: false`): no policy here; round 1 uses another.\n"
 )
-
-
-@dataclass(frozen=True)
-class WarmStartConfig(TrainConfig):
-    """params group `warm_start`: the training knobs plus the switch and the evaluation size."""
-
-    enabled: bool = True
-    eval_problems: int = 0  # held-out problems for greedy pass@1 and pass@N (0: no evaluation)
-    eval_samples: int = 8  # N of pass@N
 
 
 def reference_examples(problems_path: Path, curriculum: CurriculumConfig) -> pl.DataFrame:

@@ -44,8 +44,8 @@ def format_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: P
     it grow real trees: code runs, errors, answers and PPM-initialised nodes.
     """
     from pipeline import steps
+    from pipeline.config import TrainConfig
     from pipeline.problems import load_problems
-    from pipeline.train.common import TrainConfig
     from pipeline.train.sft import train_sft
 
     problems = load_problems("generated", n=48, seed=1, levels=[1, 2])

@@ -16,8 +16,8 @@ import polars as pl
 import pytest
 import yaml
 
+from pipeline.checks.sql_checks import backup_violations
 from pipeline.profiles import switch_profile
-from pipeline.tree import backup_violations
 from tests.conftest import dvc
 
 pytestmark = pytest.mark.slow

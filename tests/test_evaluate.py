@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.config import MCTSConfig
 from pipeline.evaluate import (
     EvalConfig,
     evaluate,
@@ -13,7 +14,7 @@ from pipeline.evaluate import (
     voted_mcts_runs,
     wilson_interval,
 )  # fmt: skip
-from pipeline.mcts import MCTSConfig, Problem
+from pipeline.mcts import Problem
 from pipeline.sandbox import Sandbox
 from pipeline.tree import add_child, make_root
 from tests.fakes import ScriptedEngine
@@ -156,9 +157,9 @@ def test_no_samples_leaves_greedy_and_the_ppm_guided_search(sandbox):
 
 
 def test_negative_evaluation_budgets_are_errors():
-    with pytest.raises(ValueError, match="evaluate.mcts_runs must not be negative, got -1"):
+    with pytest.raises(ValueError, match="evaluate.mcts_runs must be >= 0, got -1"):
         EvalConfig(mcts_runs=-1)
-    with pytest.raises(ValueError, match="evaluate.samples must not be negative, got -2"):
+    with pytest.raises(ValueError, match="evaluate.samples must be >= 0, got -2"):
         EvalConfig(samples=-2)
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from pipeline import ids, steps
-from pipeline.mcts import MCTS, MCTSConfig, Problem, tree_rows
+from pipeline.checks.sql_checks import backup_violations
+from pipeline.config import MCTSConfig
+from pipeline.mcts import MCTS, Problem, tree_rows
 from pipeline.sandbox import Sandbox
-from pipeline.tree import Node, add_child, backup_violations, make_root, select_child, uct, walk
+from pipeline.tree import Node, add_child, make_root, select_child, uct, walk
 from tests.fakes import FixedScorer, SampledEngine, ScriptedEngine
 
 ANSWER_12 = "<answer>The answer is \\boxed{12}<end_of_answer>"
@@ -241,9 +243,14 @@ def test_backup_check_catches_a_corrupted_tree(sandbox):
     search = MCTS(ScriptedEngine(two_branch_script), sandbox, MCTSConfig(rollouts=5, n_children=3))
     (tree,) = search.search([Problem("p1", "What is 6 * 2?", "12")])
     rows = tree_rows([tree], round_=1)
+    # One visit too many at the root, with q kept consistent: only the subtree rule can tell.
     rows[0]["visits"] += 1
-    problems = backup_violations(rows)
-    assert len(problems) == 1 and "visits=4" in problems[0]
+    rows[0]["q"] = rows[0]["value_sum"] / rows[0]["visits"]
+    (broken,) = backup_violations(rows)
+    assert broken["check"] == "visits and value_sum follow from the subtree"
+    assert (broken["node_id"], broken["visits"], broken["expected_visits"]) == (
+        rows[0]["node_id"], 4, 3,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- hand-worked trees
@@ -509,15 +516,15 @@ def test_backup_check_reports_q_and_missing_parents(sandbox):
     search = MCTS(ScriptedEngine(two_branch_script), sandbox, MCTSConfig(rollouts=5, n_children=3))
     rows = tree_rows(search.search([Problem("p1", "What is 6 * 2?", "12")]), round_=1)
     rows[0]["q"] = 0.5  # root: W / N = -1 / 3
-    (problem,) = backup_violations(rows)
-    assert "q=0.5 but value_sum / visits = -0.3333" in problem
-    # Without the root, the answers below A (12), B (14) and C (5) each stop at a
-    # missing parent: one readable line each, not a KeyError; the remaining nodes' own counts
-    # still follow from their subtrees, so nothing else is reported.
+    (broken,) = backup_violations(rows)
+    assert broken["check"].startswith("q = value_sum / visits") and broken["q"] == 0.5
+    # Without the root, the answers below A (12), B (14) and C (5) each stop at a missing
+    # parent: the three children of the root are reported; the remaining nodes' own counts
+    # still follow from their subtrees, so nothing else is.
     orphaned = backup_violations(rows[1:])
-    missing = [line for line in orphaned if "is not in the table" in line]
-    assert len(missing) == 3 and all(rows[0]["node_id"] in line for line in missing)
     assert len(orphaned) == 3
+    assert all(row["check"].startswith("parent_id names a node") for row in orphaned)
+    assert all(row["parent_id"] == rows[0]["node_id"] for row in orphaned)
 
 
 def test_backup_check_accepts_evaluation_trees_that_back_up_ppm_scores(sandbox):

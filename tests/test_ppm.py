@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from pipeline import steps
+from pipeline.config import TrainConfig
 from pipeline.models import ModelError
 from pipeline.ppm import PPM, SCORE_TEMPERATURE, pairwise_loss, score_from_value
-from pipeline.train.common import TrainConfig
 from pipeline.train.ppm import train_ppm
 
 FAST = TrainConfig(epochs=3, learning_rate=1e-2, batch_size=8, max_length=192, warmup_ratio=0.1)

@@ -485,7 +485,7 @@ def test_seeds_stage_reports_bad_params_and_sources_in_one_line(tmp_path):
     with pytest.raises(SystemExit, match=r"nothing\.jsonl: no such file"):
         main(["--params", str(params), "--out", str(tmp_path / "out")])
     params.write_text("seeds:\n  source: generated\n  n: 5\n  levels: 3\n")
-    with pytest.raises(SystemExit, match=r"^seeds: seeds.levels must be a list, got 3"):
+    with pytest.raises(SystemExit, match=r"^seeds: seeds.levels must be a list or null, got 3"):
         main(["--params", str(params), "--out", str(tmp_path / "out")])
     pool = write_jsonl(tmp_path / "pool.jsonl", [{"question": "What is 1 + 1?", "answer": "2"}])
     params.write_text(f"seeds:\n  source: {pool}\n  columns: [question]\n")

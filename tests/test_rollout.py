@@ -5,11 +5,12 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from pipeline.checks.sql_checks import backup_violations
+from pipeline.config import MCTSConfig
 from pipeline.engines import make_engine
-from pipeline.mcts import MCTS, MCTSConfig, Problem
+from pipeline.mcts import MCTS, Problem
 from pipeline.rollout import run_sharded
 from pipeline.sandbox import Sandbox
-from pipeline.tree import backup_violations
 from tests.fakes import FixedScorer
 
 PROBLEMS = [

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import polars as pl
 import pytest
 
-from pipeline.config import ParamsError
+from pipeline.config import CurriculumConfig, ParamsError
 from pipeline.rounds import (
-    CurriculumConfig,
     bootstrap_problem_ids,
     mcts_with_overrides,
     round_config,
@@ -46,7 +47,7 @@ def test_a_round_overrides_only_the_mcts_keys_it_names():
     [
         ({"temprature": 1.0}, "rounds.r3.mcts: unknown key(s) temprature"),
         ({"rollouts": 4}, "rounds.r3.mcts: unknown key(s) rollouts"),  # the round's own key
-        ({"max_depth": 0}, "mcts.max_depth must be at least 1, got 0"),
+        ({"max_depth": 0}, "rounds.r3.mcts.max_depth must be >= 1, got 0"),  # named where it is
     ],
 )
 def test_a_bad_override_is_a_one_line_error_naming_it(override, message):
@@ -63,15 +64,17 @@ def test_a_missing_round_or_a_non_mapping_override_is_an_error():
 
 
 def test_a_round_overrides_the_evaluate_keys_it_names():
-    params = {
-        "evaluate": {"problems": 200, "samples": 0, "mcts_rollouts": 0},
-        "rounds": {"r1": {}, "r4": {"evaluate": {"samples": 4, "mcts_rollouts": 2}}},
-    }
+    evaluate = {"problems": 200, "samples": 0, "mcts_rollouts": 0,
+                "rounds": {"r4": {"samples": 4, "mcts_rollouts": 2}}}  # fmt: skip
+    params = {"evaluate": evaluate, "rounds": {"r1": {}, "r4": {}}}
     first, last = round_eval_config(params, "r1"), round_eval_config(params, "r4")
     assert (first.problems, first.samples, first.mcts_rollouts) == (200, 0, 0)
     assert (last.problems, last.samples, last.mcts_rollouts) == (200, 4, 2)
-    params["rounds"]["r4"]["evaluate"] = {"sampels": 4}
-    with pytest.raises(ParamsError, match=r"rounds.r4.evaluate'. unknown key\(s\) sampels"):
+    evaluate["rounds"]["r4"] = {"sampels": 4}
+    with pytest.raises(ParamsError, match=r"evaluate.rounds.r4'. unknown key\(s\) sampels"):
+        round_eval_config(params, "r4")
+    evaluate["rounds"]["r4"] = {"samples": -1}
+    with pytest.raises(ParamsError, match="evaluate.rounds.r4.samples must be >= 0, got -1"):
         round_eval_config(params, "r4")
 
 
@@ -121,8 +124,11 @@ def test_bootstrap_set_is_train_problems_with_solutions_at_the_bootstrap_levels(
 
 def test_rounds_can_leave_the_bootstrap_set_out():
     frame = curriculum_frame()
-    bootstrap = set(bootstrap_problem_ids(frame, CurriculumConfig(bootstrap_levels=[1, 2])))
+    curriculum = CurriculumConfig(bootstrap_levels=[1, 2], rounds_exclude_bootstrap=True)
     config = round_config({"rounds": {"r1": {"rollouts": 2, "problems": 2}}}, "r1")
-    searched = [p.problem_id for p in training_problems(frame, config, None, exclude=bootstrap)]
-    # The cap of 2 applies after the bootstrap problems are left out.
+    searched = [p.problem_id for p in training_problems(frame, config, None, curriculum)]
+    # The cap of 2 applies after the bootstrap problems (p0, p1, p4) are left out.
     assert searched == ["p2", "p3"]
+    # By default the rounds search them too.
+    kept = replace(curriculum, rounds_exclude_bootstrap=False)
+    assert [p.problem_id for p in training_problems(frame, config, None, kept)] == ["p0", "p1"]

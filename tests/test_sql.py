@@ -8,18 +8,19 @@ a comment. Most pair tests pass ``min_edit=0`` so that only the rule under test 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import random
 import sys
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import sql, steps
+from pipeline import ids, sql, steps
 from pipeline.checks.validate import validate_table
+from pipeline.ids import hash_position
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tree_builder import Node, Tree, write_nodes, write_problems
@@ -377,8 +378,7 @@ def test_split_is_by_problem_from_a_hash_of_its_id(tmp_path):
         trees.append(t)
 
     def expected(problem_id: str, fraction: float) -> str:
-        bucket = int(hashlib.md5(problem_id.encode()).hexdigest()[:8], 16) / 2**32
-        return "test" if bucket < fraction else "train"
+        return "test" if hash_position(problem_id) < fraction else "train"
 
     rows = run_pairs(tmp_path, *trees, heldout_fraction=0.5)
     assert len(rows) == 80  # R-W and S-W per problem
@@ -386,6 +386,22 @@ def test_split_is_by_problem_from_a_hash_of_its_id(tmp_path):
     assert {r["split"] for r in rows} == {"train", "test"}
     assert {r["split"] for r in run_pairs(tmp_path, *trees, heldout_fraction=0.0)} == {"train"}
     assert {r["split"] for r in run_pairs(tmp_path, *trees, heldout_fraction=1.0)} == {"test"}
+
+
+def test_hash_position_is_the_same_number_in_python_and_in_duckdb():
+    # The splits by problem are computed in Python (seeds, training) and in SQL (pairs): one
+    # rule, so a problem lands on the same side of a fraction everywhere.
+    texts = [f"problem-{i}" for i in range(2000)] + [ids.problem_id(f"q{i}") for i in range(2000)]
+    texts += ["", "0:é∑ unicode", "x" * 500]
+    con = duckdb.connect()
+    con.execute(ids.HASH_POSITION_MACRO)
+    in_sql = con.execute(
+        "SELECT hash_position(text) FROM unnest(?::VARCHAR[]) AS t(text)", [texts]
+    ).fetchall()
+    assert [row[0] for row in in_sql] == [hash_position(text) for text in texts]
+    positions = [hash_position(text) for text in texts]
+    assert all(0 <= p < 1 for p in positions)
+    assert 0.45 < sum(p < 0.5 for p in positions) / len(positions) < 0.55  # spread evenly
 
 
 def test_pairs_and_sft_agree_with_the_python_reference_on_random_trees(tmp_path):

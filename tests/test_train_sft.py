@@ -18,8 +18,9 @@ import pytest
 import torch
 
 from pipeline import steps
+from pipeline.config import TrainConfig
 from pipeline.models import ModelError
-from pipeline.train.common import TrainConfig, heldout_problems, length_batches, remove_stale_temps
+from pipeline.train.common import heldout_problems, length_batches, remove_stale_temps
 from pipeline.train.sft import IGNORE, Example, ResponseLoss, encode, train_sft
 
 FAST = TrainConfig(epochs=4, learning_rate=3e-2, batch_size=8, max_length=192, warmup_ratio=0.1,

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.config import VLLMOptions
 from pipeline.engines import make_engine
 from pipeline.engines.base import FINISH_REASONS, Engine
-from pipeline.engines.vllm_engine import VLLMEngine, VLLMOptions, split_options
+from pipeline.engines.vllm_engine import VLLMEngine, llm_arguments, split_options
 from tests.engine_contract import (  # noqa: F401 (the shared contract tests run here too)
     PROMPTS,
     test_max_new_tokens_is_respected_and_counted,
@@ -51,7 +52,7 @@ def test_options_split_into_ours_and_the_rest_for_vllm():
     ours, rest = split_options({"dtype": "float16", "gpu_memory_utilization": 0.8})
     assert ours == VLLMOptions(dtype="float16")
     assert rest == {"gpu_memory_utilization": 0.8}
-    arguments = ours.llm_arguments()
+    arguments = llm_arguments(ours)
     assert arguments["enable_chunked_prefill"] is False  # per-request seeds need it on CPU
     assert arguments["kv_cache_memory_bytes"] == 2 * 2**30
 

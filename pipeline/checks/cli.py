@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pipeline.checks.report import write_report
 from pipeline.checks.validate import ValidationError, validate_table
+from pipeline.config import PairsConfig
 
 OK, BROKEN, USAGE = 0, 1, 2
 
@@ -18,7 +19,7 @@ def run_validate_cli(
     table: str,
     path: str | Path,
     problems_path: str | Path | None = None,
-    min_margin: float = 0.5,
+    min_margin: float = PairsConfig.min_margin,
     report_path: str | Path | None = None,
 ) -> int:
     """Validate, print the short report, write the full JSON report when asked; the exit code."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.checks.contracts import PAIR_SPLITS, SPLITS
+from pipeline.config import PairsConfig
 from pipeline.sql import MARGIN_TOLERANCE
 from pipeline.tree import TERMINAL_KINDS
 
@@ -123,8 +124,9 @@ def problems_checks() -> list[Check]:
 # A node's visits and value sum follow from its subtree (docs/data-contracts.md): every graded
 # answer below it (itself included) backs up once, r = +1 right / -1 wrong (or its PPM score
 # when the search backed up PPM scores, as evaluation does); a PPM-initialised step adds its
-# score once; an invalid terminal adds -1 to itself only. pipeline.tree.backup_violations is
-# the same rule for one tree in memory.
+# score once; an invalid terminal adds -1 to itself only. This query is the rule's one
+# statement: the checks stage runs it on Parquet, and pipeline.checks.sql_checks.backup_violations
+# on trees in memory (the tests of the search).
 BACKUP_COLUMNS = (
     "problem_id", "round", "node_id", "parent_id", "terminal_kind", "correct", "ppm_score",
     "visits", "value_sum",
@@ -175,6 +177,22 @@ SELECT {{ids}} visits, value_sum, expected_visits, round(expected_value_sum, 6) 
 FROM expected
 WHERE visits <> expected_visits OR abs(value_sum - expected_value_sum) > {TOLERANCE}
 """
+BACKUP_CHECK = sql("visits and value_sum follow from the subtree", BACKUP_COLUMNS, BACKUP_SQL)
+# The two rules the backup rule rests on: a parent it can walk up to, and q read off W and N.
+PARENT_CHECK = sql(
+    "parent_id names a node one level up in the same tree",
+    ("problem_id", "round", "node_id", "parent_id", "depth"),
+    "SELECT {ids} parent_id, depth FROM t AS child WHERE parent_id IS NOT NULL "
+    "AND NOT EXISTS (SELECT 1 FROM t AS parent WHERE parent.problem_id = child.problem_id "
+    "AND parent.round = child.round AND parent.node_id = child.parent_id "
+    "AND parent.depth = child.depth - 1)",
+)
+Q_CHECK = sql(
+    "q = value_sum / visits (0 when unvisited)",
+    ("q", "value_sum", "visits"),
+    "SELECT {ids} q, value_sum, visits FROM t WHERE abs(q - CASE WHEN visits = 0 THEN 0.0 "
+    f"ELSE value_sum / visits END) > {TOLERANCE}",
+)
 
 
 def nodes_checks() -> list[Check]:
@@ -218,27 +236,15 @@ def nodes_checks() -> list[Check]:
             "FROM t GROUP BY problem_id, round HAVING roots <> 1",
             unit="trees",
         ),
-        sql(
-            "parent_id names a node one level up in the same tree",
-            ("problem_id", "round", "node_id", "parent_id", "depth"),
-            "SELECT {ids} parent_id, depth FROM t AS child WHERE parent_id IS NOT NULL "
-            "AND NOT EXISTS (SELECT 1 FROM t AS parent WHERE parent.problem_id = child.problem_id "
-            "AND parent.round = child.round AND parent.node_id = child.parent_id "
-            "AND parent.depth = child.depth - 1)",
-        ),
+        PARENT_CHECK,
         sql(
             "node_id is the hash of parent_id and step_text",
             ("problem_id", "node_id", "parent_id", "step_text"),
             "SELECT {ids} parent_id, step_text FROM t WHERE node_id <> CASE WHEN parent_id IS NULL "
             "THEN rstar_root_id(problem_id) ELSE rstar_node_id(parent_id, coalesce(step_text, '')) END",
         ),
-        sql(
-            "q = value_sum / visits (0 when unvisited)",
-            ("q", "value_sum", "visits"),
-            "SELECT {ids} q, value_sum, visits FROM t WHERE abs(q - CASE WHEN visits = 0 THEN 0.0 "
-            f"ELSE value_sum / visits END) > {TOLERANCE}",
-        ),
-        sql("visits and value_sum follow from the subtree", BACKUP_COLUMNS, BACKUP_SQL),
+        Q_CHECK,
+        BACKUP_CHECK,
         known_problem(),
     ]
 
@@ -336,7 +342,7 @@ def pairs_checks(min_margin: float) -> list[Check]:
     ]
 
 
-def value_checks(table: str, *, min_margin: float = 0.5) -> list[Check]:
+def value_checks(table: str, *, min_margin: float = PairsConfig.min_margin) -> list[Check]:
     """The value rules of ``table`` beyond its column types and nulls."""
     if table == "pairs":
         return pairs_checks(min_margin)

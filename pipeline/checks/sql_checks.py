@@ -7,14 +7,17 @@ a GX result. DuckDB reads only the columns a query names from the Parquet file.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
 from pipeline import ids
 from pipeline.checks.report import FAILED, MAX_EXAMPLES, PASSED, CheckResult, plain
-from pipeline.checks.rules import Check
+from pipeline.checks.rules import BACKUP_CHECK, PARENT_CHECK, Q_CHECK, Check
 from pipeline.sql import sql_literal
+from pipeline.tree import NODES_SCHEMA
 
 
 def connect(path: Path, problems_path: Path | None) -> duckdb.DuckDBPyConnection:
@@ -62,3 +65,23 @@ def run_sql_check(
         detail="duckdb",
         unit=check.unit,
     )
+
+
+def backup_violations(nodes: pl.DataFrame | Iterable[dict]) -> list[dict]:
+    """Rows of an in-memory ``nodes`` table (a frame, or rows such as ``tree.to_rows`` gives)
+    that break the backup rule or the two rules it rests on (a parent one level up in the same
+    tree; q = W / N): the very queries the checks stage runs on Parquet. One dict per broken
+    row, its check's name under ``check``; empty when every tree is consistent."""
+    if not isinstance(nodes, pl.DataFrame):
+        rows = list(nodes)
+        present = [column for column in NODES_SCHEMA if rows and column in rows[0]]
+        nodes = pl.DataFrame(rows, schema={column: NODES_SCHEMA[column] for column in present})
+    con = duckdb.connect()
+    con.register("t", nodes.to_arrow())
+    found = []
+    for check in (PARENT_CHECK, Q_CHECK, BACKUP_CHECK):
+        query = check.sql.replace("{ids}", "problem_id, round, node_id, ")  # type: ignore[union-attr]
+        cursor = con.execute(f"{query} ORDER BY ALL")
+        names = [description[0] for description in cursor.description]
+        found += [{"check": check.name, **dict(zip(names, row))} for row in cursor.fetchall()]
+    return found

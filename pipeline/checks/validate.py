@@ -25,6 +25,7 @@ from pipeline.checks.report import SKIPPED, CheckResult, ValidationReport
 from pipeline.checks.rules import Check, not_null, value_checks
 from pipeline.checks.schema import schema_checks
 from pipeline.checks.sql_checks import connect, run_sql_check
+from pipeline.config import PairsConfig
 
 
 class ValidationError(ValueError):
@@ -47,7 +48,7 @@ def validate_table(
     path: str | Path,
     *,
     problems_path: str | Path | None = None,
-    min_margin: float = 0.5,
+    min_margin: float = PairsConfig.min_margin,
 ) -> ValidationReport:
     """Check ``path`` against the ``table`` contract; problem ids against ``problems_path``.
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.config import ENGINE_KINDS
 from pipeline.engines.base import Completion, Engine
-
-ENGINE_KINDS = ("transformers", "vllm", "openai")
 
 __all__ = ["ENGINE_KINDS", "Completion", "Engine", "make_engine"]
 

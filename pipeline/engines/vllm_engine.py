@@ -21,12 +21,13 @@ rollout equals an uninterrupted one). Two settings make that hold on CPU:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import VLLMOptions
 from pipeline.engines.base import (
     Completion,
     Engine,
@@ -52,39 +53,23 @@ def import_vllm() -> Any:
     return vllm
 
 
-@dataclass(frozen=True)
-class VLLMOptions:
-    """The ``engine`` params this project sets for vLLM (the rest pass through to ``LLM``)."""
-
-    dtype: str = "bfloat16"  # bf16 is vLLM's fast path on CPU; the tiny test model uses float32
-    enforce_eager: bool = True  # torch.compile adds ~100 s of start-up for ~10% speed on CPU
-    max_model_len: int = 2048  # prompt + all steps of a trajectory; bounds the KV blocks per row
-    kv_cache_gib: float = 2.0  # KV cache size (what VLLM_CPU_KVCACHE_SPACE sets on CPU)
-    tensor_parallel_size: int = 1
-    seed: int = 0  # engine-wide seed; sampling itself is seeded per request (see module doc)
-    in_process: bool = (
-        True  # engine core in this process; GPUs with tensor_parallel_size > 1: false
-    )
-    threads: int | None = None  # CPU threads for the model (None: every core this process may use)
-    progress: bool = False  # vLLM's own progress bar per call
-
-    def llm_arguments(self) -> dict[str, Any]:
-        """Keyword arguments of ``vllm.LLM`` for these options."""
-        return {
-            "dtype": self.dtype,
-            "enforce_eager": self.enforce_eager,
-            "max_model_len": self.max_model_len,
-            "kv_cache_memory_bytes": int(self.kv_cache_gib * GIB),
-            "tensor_parallel_size": self.tensor_parallel_size,
-            "seed": self.seed,
-            "enable_prefix_caching": True,
-            "enable_chunked_prefill": False,
-        }
+def llm_arguments(options: VLLMOptions) -> dict[str, Any]:
+    """Keyword arguments of ``vllm.LLM`` for this project's options."""
+    return {
+        "dtype": options.dtype,
+        "enforce_eager": options.enforce_eager,
+        "max_model_len": options.max_model_len,
+        "kv_cache_memory_bytes": int(options.kv_cache_gib * GIB),
+        "tensor_parallel_size": options.tensor_parallel_size,
+        "seed": options.seed,
+        "enable_prefix_caching": True,
+        "enable_chunked_prefill": False,
+    }
 
 
 def split_options(options: dict[str, Any]) -> tuple[VLLMOptions, dict[str, Any]]:
     """(this project's options, the rest for ``vllm.LLM``); the rest may override ours."""
-    known = set(VLLMOptions.__dataclass_fields__)
+    known = {option.name for option in dataclasses.fields(VLLMOptions)}
     ours = VLLMOptions(**{key: value for key, value in options.items() if key in known})
     return ours, {key: value for key, value in options.items() if key not in known}
 
@@ -111,7 +96,7 @@ class VLLMEngine(Engine):
         prepare_environment(ours)
         self._vllm = vllm
         self.options = ours
-        self.llm = vllm.LLM(model=str(model), **(ours.llm_arguments() | extra))
+        self.llm = vllm.LLM(model=str(model), **(llm_arguments(ours) | extra))
         self._strip = own_special_strings(self.llm.get_tokenizer())
 
     def generate(

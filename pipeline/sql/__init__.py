@@ -28,7 +28,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from pipeline import steps
+from pipeline import ids, steps
+from pipeline.config import PairsConfig, SFTConfig
 from pipeline.io import atomic_file
 
 __all__ = ["derive_pairs", "derive_sft", "derive_trajectories", "round_stats"]
@@ -64,7 +65,10 @@ def derive_trajectories(nodes_path: Source, out_path: PathLike) -> int:
 
 
 def derive_sft(
-    nodes_path: Source, problems_path: Source, out_path: PathLike, per_problem: int = 2
+    nodes_path: Source,
+    problems_path: Source,
+    out_path: PathLike,
+    per_problem: int = SFTConfig.per_problem,
 ) -> int:
     """Write the ``sft`` table: per problem the top correct trajectories (``sft.sql``)."""
     if per_problem < 1:
@@ -85,9 +89,9 @@ def derive_pairs(
     nodes_path: Source,
     problems_path: Source,
     out_path: PathLike,
-    min_margin: float = 0.5,
-    min_edit: int = 20,
-    heldout_fraction: float = 0.1,
+    min_margin: float = PairsConfig.min_margin,
+    min_edit: int = PairsConfig.min_edit,
+    heldout_fraction: float = PairsConfig.heldout_fraction,
 ) -> int:
     """Write the ``pairs`` table: step-level preference pairs for the PPM (``pairs.sql``)."""
     if not 0.0 <= heldout_fraction <= 1.0:
@@ -157,12 +161,14 @@ def round_stats(
 
 
 def _session() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection that knows the prompt format of pipeline.steps."""
+    """An in-memory DuckDB connection that knows the prompt format of pipeline.steps and the
+    hash position of pipeline.ids (the split of pairs by problem)."""
     con = duckdb.connect()
     # Every output query ends in ORDER BY; the intermediate tables need no order, and letting
     # DuckDB drop it makes them cheaper to build.
     con.execute("SET preserve_insertion_order = false")
     con.create_function("sft_prompt", _sft_prompts, ["VARCHAR"], "VARCHAR", type="arrow")
+    con.execute(ids.HASH_POSITION_MACRO)
     return con
 
 

@@ -20,8 +20,8 @@
 -- 5. Keep candidates with margin = Q(pos) - Q(neg) >= $min_margin and
 --    levenshtein(chosen, rejected) >= $min_edit.
 --
--- split: 'test' for a problem whose md5(problem_id), first 8 hex digits over 2^32, is below
--- $heldout_fraction, else 'train'; every pair of a problem shares it (section 2: "split into
+-- split: 'test' for a problem whose hash_position(problem_id) (pipeline.ids: the first 8 hex
+-- digits of its sha256 over 2^32) is below $heldout_fraction, else 'train'; every pair of a problem shares it (section 2: "split into
 -- train and held-out by problem").
 --
 -- prefix: the problem's prompt, $prefix_glue (pipeline.steps.generation_prefix("", [])), then
@@ -181,8 +181,7 @@ SELECT
     kept.margin,
     kept.weight,
     CASE
-        WHEN CAST(CAST('0x' || left(md5(at_node.problem_id), 8) AS UBIGINT) AS DOUBLE)
-             / 4294967296.0 < $heldout_fraction THEN 'test'
+        WHEN hash_position(at_node.problem_id) < $heldout_fraction THEN 'test'
         ELSE 'train'
     END AS split
 FROM kept

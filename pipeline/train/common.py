@@ -17,61 +17,14 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from tqdm import tqdm
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Knobs of one training run (params groups ``warm_start``, ``train_policy``, ``train_ppm``).
-
-    ``batch_size`` is per device and per micro-batch; one optimizer step sees
-    ``batch_size * grad_accum * processes`` examples (pairs, for the PPM).
-    """
-
-    epochs: int = 1
-    learning_rate: float = 1e-5
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_length: int = 1024  # tokens; SFT cuts the tail of a response, the PPM the head of a text
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0  # 0 turns clipping off
-    seed: int = 0
-    bf16: bool = False  # autocast to bfloat16 (GPUs); keep false on CPU
-    gradient_checkpointing: bool = False
-    max_steps: int | None = None  # cap on optimizer steps, after the epochs are counted
-    heldout_fraction: float = 0.1  # share of problems held out for the before/after loss (SFT)
-    # Learning rate of the embedding rows of new tokens (the step markers) in the run that adds
-    # them: fresh rows must travel far in few steps. When it exceeds `learning_rate`, the old
-    # rows of the embedding matrices stay frozen for that run (pipeline.train.sft).
-    new_token_learning_rate: float = 5e-3
-
-    def __post_init__(self) -> None:
-        positive = (
-            "epochs",
-            "learning_rate",
-            "new_token_learning_rate",
-            "batch_size",
-            "grad_accum",
-            "max_length",
-        )
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        if not 0 <= self.heldout_fraction < 1:
-            raise ValueError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction!r}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1 or null, got {self.max_steps!r}")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from pipeline.config import TrainConfig
+from pipeline.ids import hash_position
 
 
 class DataError(ValueError):
@@ -143,12 +96,11 @@ def model_card(title: str, summary: str, provenance: dict[str, Any], config: Tra
 def heldout_problems(problem_ids: Sequence[str], fraction: float) -> tuple[set[str], str | None]:
     """Problems held out of training, chosen by a hash of their id (stable across runs).
 
-    The ``int(fraction * n)`` problems with the smallest hash are held out. Returns the set and,
+    The ``int(fraction * n)`` problems with the smallest ``hash_position("heldout:" + id)``
+    (pipeline.ids) are held out. Returns the set and,
     when the split is skipped, the reason (fraction 0, or too few problems to hold one out).
     """
-    unique = sorted(
-        set(problem_ids), key=lambda pid: hashlib.sha1(f"heldout:{pid}".encode()).hexdigest()
-    )
+    unique = sorted(set(problem_ids), key=lambda pid: (hash_position(f"heldout:{pid}"), pid))
     if fraction <= 0:
         return set(), "heldout_fraction is 0"
     count = int(fraction * len(unique))
