@@ -491,6 +491,10 @@ def enter_view(view: View, staging: str) -> None:
     unshare(CLONE_NEWNS)
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE, None)
     _mount("tmpfs", staging, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
+    # The scratch tmpfs first: a Python that lives under it (a venv in /tmp) is bound on top.
+    scratch = _make_place(staging, view.scratch, folder=True)
+    options = f"size={view.scratch_mb}m,nr_inodes=4096,mode=0711"
+    _mount("tmpfs", scratch, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, options)
     links: dict[str, str] = {}
     real = [real_path_and_links(path, links) for path in view.read_only]
     bound: list[str] = []
@@ -512,9 +516,6 @@ def enter_view(view: View, staging: str) -> None:
     for source, place in view.writable:
         bind(source, _make_place(staging, place, os.path.isdir(source)), read_only=False)
     _mount_proc(_make_place(staging, "/proc", folder=True))
-    scratch = _make_place(staging, view.scratch, folder=True)
-    options = f"size={view.scratch_mb}m,nr_inodes=4096,mode=0711"
-    _mount("tmpfs", scratch, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, options)
     _mount(None, staging, None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, None)
     # pivot_root(".", ".") stacks the old root on the new one, where a lazy unmount drops it:
     # no folder for the old root is left in the view. A refusal from here on would leave the

@@ -493,8 +493,8 @@ class Zygote:
             scratch=VIEW_SCRATCH,
             scratch_mb=TMPFS_MB,
         )
-        staging = tempfile.mkdtemp(prefix="view-", dir=self.base_dir)
         try:
+            staging = tempfile.mkdtemp(prefix="view-", dir=self.base_dir)
             isolation.enter_view(view, staging)
         except OSError as exc:
             return str(exc)
