@@ -153,13 +153,11 @@ def _process_count(uid: int, proc_fd: int | None = None) -> int:
     zygote took before its filesystem view hid it) or else through ``/proc``."""
     count = 0
     for name in os.listdir("/proc" if proc_fd is None else proc_fd):
+        if not name.isdigit():
+            continue
         try:
-            if (
-                name.isdigit()
-                and os.stat(f"/proc/{name}" if proc_fd is None else name, dir_fd=proc_fd).st_uid
-                == uid
-            ):
-                count += 1
+            path = f"/proc/{name}" if proc_fd is None else name
+            count += os.stat(path, dir_fd=proc_fd).st_uid == uid
         except OSError:
             pass
     return count

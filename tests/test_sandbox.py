@@ -449,3 +449,22 @@ def test_isolation_report_lists_the_layers():
     ):
         assert isinstance(report[layer], (bool, str))
     assert all(isinstance(value, (bool, str)) for value in report.values())
+
+
+def test_the_view_recreates_the_symlinks_on_the_way_to_a_path(tmp_path):
+    from pipeline.isolation import real_path_and_links
+
+    (tmp_path / "real" / "lib").mkdir(parents=True)
+    (tmp_path / "real" / "lib" / "mod.py").write_text("")
+    (tmp_path / "venv").symlink_to(tmp_path / "real")  # absolute, like a venv's link
+    (tmp_path / "lib").symlink_to("venv/lib")  # relative, chained, like /lib -> usr/lib
+    links: dict[str, str] = {}
+    found = real_path_and_links(f"{tmp_path}/lib/../lib/./mod.py", links)
+    assert found == str(tmp_path / "real" / "lib" / "mod.py")
+    assert links == {
+        str(tmp_path / "lib"): "venv/lib",
+        str(tmp_path / "venv"): str(tmp_path / "real"),
+    }
+    assert real_path_and_links(f"{tmp_path}/lib/missing.py", {}) is None
+    (tmp_path / "loop").symlink_to("loop")
+    assert real_path_and_links(f"{tmp_path}/loop/x", {}) is None

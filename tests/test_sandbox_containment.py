@@ -461,3 +461,45 @@ def test_a_refused_view_is_a_warning_and_the_rest_still_holds():
     assert "pivot_root" in report["doctor"]["filesystem_view_unavailable"]
     assert [w for w in report["warnings"] if "'filesystem_view'" in w]
     assert report["error"] is None and report["stdout"] == "True\n"  # exists, as before
+
+
+NO_CGROUP_NO_USERNS = """
+import errno, json, pyseccomp
+rules = pyseccomp.SyscallFilter(pyseccomp.ALLOW)  # a kernel that refuses user namespaces
+new_user = pyseccomp.Arg(0, pyseccomp.MASKED_EQ, 0x10000000, 0x10000000)
+rules.add_rule(pyseccomp.ERRNO(errno.EPERM), "unshare", new_user)
+rules.load()
+from pipeline.sandbox import Sandbox
+with Sandbox(workers=2, timeout_s=5, memory_mb=128) as sb:
+    # one after the other: concurrent runs share the count of their uid (README)
+    bomb, threads = sb.run({bomb!r}), sb.run({threads!r})
+    after = sb.run("print(6 * 7)")
+print(json.dumps({{"layers": sb.isolation, "threads": threads.stdout, "bomb": bomb.stdout,
+                  "after": after.stdout}}))
+"""
+
+
+def test_without_cgroup_or_user_namespace_rlimits_still_cap_a_run():
+    """The fallback of README's sandbox section: no cgroup (none mounted in this mount
+    namespace) and no per-run user namespace; RLIMIT_NPROC, counted through the host's /proc
+    from inside the filesystem view, still stops a fork bomb and lets threads run."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) to hide the cgroup mounts")
+    script = NO_CGROUP_NO_USERNS.format(threads=THREADS, bomb=BOMB)
+    command = f'umount -R /sys/fs/cgroup 2>/dev/null; exec {sys.executable} -c "$0"'
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", command, script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["layers"]["cgroup"] is False and report["layers"]["user_namespace"] is False
+    assert report["threads"] == "threads ok\n"
+    # RLIMIT_NPROC = 64 + nobody's other processes (other sandboxes may run on this machine),
+    # far short of the 10000 the bomb tries
+    assert int(report["bomb"]) < 1000
+    assert report["after"] == "42\n"
