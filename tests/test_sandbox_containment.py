@@ -503,3 +503,42 @@ def test_without_cgroup_or_user_namespace_rlimits_still_cap_a_run():
     # far short of the 10000 the bomb tries
     assert int(report["bomb"]) < 1000
     assert report["after"] == "42\n"
+
+
+# Every layer of README's table, by the name `rstar doctor` gives it.
+README_LAYERS = (
+    "worker_pid_namespace",
+    "filesystem_view",
+    "pid_namespace",
+    "network_namespace",
+    "ipc_namespace",
+    "mount_namespace",
+    "cgroup",
+    "uid_drop",
+    "user_namespace",
+    "capabilities_dropped",
+    "session_keyring",
+    "rlimits",
+    "no_new_privs",
+    "landlock",
+    "landlock_filesystem",
+    "landlock_network",
+    "landlock_signal_scope",
+    "audit_hook",
+    "seccomp",
+)
+
+
+def test_rstar_doctor_shows_every_layer_of_the_readme():
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("## The sandbox's layers") :].split("\n\n")[2]
+    shown = CliRunner().invoke(app, ["doctor"], env={"COLUMNS": "160"})
+    assert shown.exit_code == 0, shown.output
+    rows = {line.split("│")[1].strip() for line in shown.output.splitlines() if "│" in line}
+    for layer in README_LAYERS:
+        assert f"`{layer}`" in table, layer
+        assert layer in rows, layer
