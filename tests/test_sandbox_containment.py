@@ -542,3 +542,28 @@ def test_rstar_doctor_shows_every_layer_of_the_readme():
     for layer in README_LAYERS:
         assert f"`{layer}`" in table, layer
         assert layer in rows, layer
+
+
+def test_folders_on_the_way_to_python_are_the_views_own(sandbox):
+    """/root (or /work) must exist for the interpreter's path to resolve; what the code finds
+    there is a bare folder of the view, not the host's (its mode, owner, size and times)."""
+    needs(sandbox, "filesystem_view")
+    import sys
+
+    ancestors = sorted({str(p) for p in Path(sys.base_prefix).parents if str(p) != "/"})
+    ancestors += sorted({str(p) for p in REPO.parents if str(p) != "/"})
+    code = (
+        "import os\nroot = os.stat('/').st_dev\n"
+        f"for path in {ancestors!r}:\n"
+        "    s = os.stat(path)\n"
+        "    print(path, s.st_dev == root, oct(s.st_mode & 0o7777), s.st_mtime)\n"
+    )
+    result = sandbox.run(code)
+    assert result.error is None, result
+    for line in result.stdout.splitlines():
+        path, same_device, mode, mtime = line.split()
+        host = os.stat(path)
+        assert same_device == "True", line  # a folder of the view's tmpfs
+        assert mode == "0o755", line
+        assert float(mtime) != host.st_mtime or host.st_mode & 0o7777 != 0o755, line
+    assert_pool_works(sandbox)
