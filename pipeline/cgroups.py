@@ -24,10 +24,10 @@ import uuid
 from dataclasses import dataclass
 
 
-def _mounts() -> list[tuple[str, str, set[str]]]:
+def _mounts(proc_self: str) -> list[tuple[str, str, set[str]]]:
     """(mount point, filesystem type, options) of every cgroup filesystem."""
     found = []
-    with open("/proc/self/mounts") as mounts:
+    with open(os.path.join(proc_self, "mounts")) as mounts:
         for line in mounts:
             _source, point, fstype, options, *_ = line.split()
             if fstype in ("cgroup", "cgroup2"):
@@ -35,10 +35,10 @@ def _mounts() -> list[tuple[str, str, set[str]]]:
     return found
 
 
-def _own_paths() -> dict[str, str]:
+def _own_paths(proc_self: str) -> dict[str, str]:
     """Our cgroup path per v1 controller, and under '' the v2 one."""
     paths = {}
-    with open("/proc/self/cgroup") as groups:
+    with open(os.path.join(proc_self, "cgroup")) as groups:
         for line in groups:
             _id, controllers, path = line.rstrip("\n").split(":", 2)
             for name in controllers.split(",") if controllers else [""]:
@@ -175,11 +175,15 @@ def _create_v2(mount: str, own: str, name: str) -> RunCgroup:
     return RunCgroup(2, folder, folder)
 
 
-def create(memory_bytes: int, max_processes: int) -> RunCgroup:
-    """A fresh cgroup beside ours with both caps set; ``OSError`` when none can be made."""
+def create(memory_bytes: int, max_processes: int, proc_self: str = "/proc/self") -> RunCgroup:
+    """A fresh cgroup beside ours with both caps set; ``OSError`` when none can be made.
+
+    ``proc_self`` is where our ``mounts`` and ``cgroup`` files are read from; tests point it at
+    a folder that describes a cgroup2 tree of their own (tests/test_cgroups.py).
+    """
     # The creator's pid in the name lets a later worker remove what a killed one left behind.
     name = f"{_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    mounts, own = _mounts(), _own_paths()
+    mounts, own = _mounts(proc_self), _own_paths(proc_self)
     group: RunCgroup | None = None
     errors = []
     for point, fstype, _options in mounts:

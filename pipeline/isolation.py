@@ -11,6 +11,10 @@ Which layer stops what (the sandbox stacks all that the kernel offers):
   it spawned dies with it, and it cannot see or signal processes outside.
 - network namespace: no interfaces at all, so no TCP/UDP/raw traffic, not even to localhost.
 - mount namespace + tmpfs: a private, size-capped temp folder that vanishes with the run.
+- filesystem view (per worker, :func:`enter_view`): the root is a small read-only tmpfs that
+  holds bind mounts of Python, its packages and system libraries and nothing else, so paths
+  outside it do not exist: ``stat``/``listdir``/``exists`` reveal no names, sizes or owners.
+  Its folders are 0755, so uid 65534 reaches an interpreter that lives under /root.
 - user namespace (per run): the process-count limit counts only this run's processes, and
   capabilities held inside it are worthless outside.
 - uid drop (when started as root): the code runs as ``nobody`` (65534), not as root.
@@ -369,3 +373,157 @@ def apply_landlock(writable_dir: str, abi: int, readable: Sequence[str]) -> dict
         "landlock_network": abi >= 4,
         "landlock_signal_scope": abi >= 6,
     }
+
+
+# --------------------------------------------------------------------------- filesystem view
+
+_MS_RDONLY = 0x1
+_MS_REMOUNT = 0x20
+_MS_BIND = 0x1000
+_MNT_DETACH = 2
+# statvfs flags -> mount flags a read-only remount must repeat (inside a user namespace the
+# kernel refuses to clear flags the source mount was locked with).
+_KEPT_FLAGS = (
+    (os.ST_NOSUID, _MS_NOSUID),
+    (os.ST_NODEV, _MS_NODEV),
+    (os.ST_NOEXEC, _MS_NOEXEC),
+    (os.ST_NOATIME, 0x400),
+    (os.ST_NODIRATIME, 0x800),
+    (os.ST_RELATIME, 0x200000),
+)
+# pivot_root(2) has no glibc wrapper; its number differs per architecture.
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+_SYMLINK_DEPTH = 40  # as the kernel's own limit on links followed in one lookup
+
+
+def real_path_and_links(path: str, links: dict[str, str], depth: int = 0) -> str | None:
+    """``path`` with every symlink resolved, or ``None`` when it does not exist; each symlink
+    met on the way is recorded in ``links`` (its place -> its text) so the view can hold the
+    same link: code that names ``/lib/...`` or a venv's ``bin/python`` finds what it expects."""
+    if depth > _SYMLINK_DEPTH:
+        return None
+    parts = [part for part in path.split("/") if part and part != "."]
+    current = "/"
+    for index, part in enumerate(parts):
+        if part == "..":
+            current = os.path.dirname(current)
+            continue
+        candidate = os.path.join(current, part)
+        if os.path.islink(candidate):
+            target = os.readlink(candidate)
+            links[candidate] = target
+            rest = os.path.join(current, target, *parts[index + 1 :])
+            return real_path_and_links(rest, links, depth + 1)
+        if not os.path.lexists(candidate):
+            return None
+        current = candidate
+    return current
+
+
+def _kept_flags(path: str) -> int:
+    flags = os.statvfs(path).f_flag
+    return sum(mount_flag for st_flag, mount_flag in _KEPT_FLAGS if flags & st_flag)
+
+
+def _make_place(root: str, path: str, folder: bool) -> str:
+    """An empty folder or file at ``path`` inside ``root`` (parents 0755: reachable by uid
+    65534 even where the host's parents, e.g. /root, are not), to mount something on."""
+    place = root + path
+    os.makedirs(place if folder else os.path.dirname(place), mode=0o755, exist_ok=True)
+    if not folder and not os.path.exists(place):
+        os.close(os.open(place, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    return place
+
+
+def bind(source: str, place: str, read_only: bool) -> None:
+    """Bind ``source`` (not its submounts) on ``place``; read-only takes a second remount."""
+    _mount(source, place, None, _MS_BIND, None)
+    if read_only:
+        flags = _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _kept_flags(place)
+        _mount(None, place, None, flags, None)
+
+
+def detach(path: str) -> None:
+    """Lazily unmount ``path`` from the caller's mount namespace."""
+    _check(_libc.umount2(_encode(path), ctypes.c_int(_MNT_DETACH)), f"umount {path}")
+
+
+def _pivot_root(new_root: str, put_old: str) -> None:
+    number = _SYS_PIVOT_ROOT.get(os.uname().machine)
+    if number is None:
+        raise OSError(38, "pivot_root number unknown on this architecture")
+    result = _libc.syscall(ctypes.c_long(number), _encode(new_root), _encode(put_old))
+    _check(int(result), "pivot_root")
+
+
+def _mount_proc(place: str) -> None:
+    """procfs of our pid namespace; where the kernel allows, with only the process folders
+    (subset=pid) and each visible only to a process that may trace it (hidepid)."""
+    for options in ("hidepid=invisible,subset=pid", "hidepid=2", None):
+        try:
+            _mount("proc", place, "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, options)
+            return
+        except OSError:
+            continue
+    raise OSError(1, f"mount {place}: procfs refused")
+
+
+@dataclass(frozen=True)
+class View:
+    """What :func:`enter_view` puts in the caller's new root (everything else is absent)."""
+
+    read_only: Sequence[str]  # bound at their own paths, read-only (symlinks on the way kept)
+    devices: Sequence[str]  # device nodes bound at their own paths (writable: /dev/null)
+    writable: Sequence[tuple[str, str]] = ()  # (source, place) bound read-write
+    scratch: str = "/tmp"  # a private tmpfs, the caller's own
+    scratch_mb: int = 64
+
+
+def enter_view(view: View, staging: str) -> None:
+    """Give the caller a new mount namespace whose root is a small tmpfs holding only ``view``.
+
+    The host's tree is unmounted from the namespace (pivot_root, then a lazy unmount), so
+    ``stat``, ``listdir`` and ``exists`` on any other path find nothing: unlike Landlock,
+    which checks opens, this also hides names, sizes, owners and times. ``staging`` is an
+    empty folder the new root is built on; it stays empty on the host. The root ends
+    read-only. Needs CAP_SYS_ADMIN (root, or our own user namespace); any refusal raises.
+    """
+    unshare(CLONE_NEWNS)
+    _mount(None, "/", None, _MS_REC | _MS_PRIVATE, None)
+    _mount("tmpfs", staging, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
+    # The scratch tmpfs first: a Python that lives under it (a venv in /tmp) is bound on top.
+    scratch = _make_place(staging, view.scratch, folder=True)
+    options = f"size={view.scratch_mb}m,nr_inodes=4096,mode=0711"
+    _mount("tmpfs", scratch, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, options)
+    links: dict[str, str] = {}
+    real = [real_path_and_links(path, links) for path in view.read_only]
+    bound: list[str] = []
+    # Parents first, so a path inside an already bound folder needs no mount of its own.
+    for path in sorted({p for p in real if p is not None}, key=lambda p: p.count("/")):
+        if any(path == b or path.startswith(b.rstrip("/") + "/") for b in bound):
+            continue
+        bind(path, _make_place(staging, path, os.path.isdir(path)), read_only=True)
+        bound.append(path)
+    for place, target in links.items():
+        if any(place.startswith(b.rstrip("/") + "/") for b in bound):
+            continue  # the bound folder already holds it
+        os.makedirs(os.path.dirname(staging + place), mode=0o755, exist_ok=True)
+        if not os.path.lexists(staging + place):
+            os.symlink(target, staging + place)
+    for device in view.devices:
+        if os.path.exists(device):
+            bind(device, _make_place(staging, device, folder=False), read_only=False)
+    for source, place in view.writable:
+        bind(source, _make_place(staging, place, os.path.isdir(source)), read_only=False)
+    _mount_proc(_make_place(staging, "/proc", folder=True))
+    _mount(None, staging, None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, None)
+    # pivot_root(".", ".") stacks the old root on the new one, where a lazy unmount drops it:
+    # no folder for the old root is left in the view. A refusal from here on would leave the
+    # caller half-moved, so the caller treats it as fatal, not as a missing layer.
+    os.chdir(staging)
+    _pivot_root(".", ".")
+    try:
+        detach(".")
+        os.chdir("/")
+    except OSError as exc:
+        raise RuntimeError(f"filesystem view left half-built: {exc}") from None

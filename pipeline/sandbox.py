@@ -8,7 +8,9 @@ math, numpy and sympy once and forks a short-lived child per run (a few ms), and
 confines itself before it runs the code.
 
 Layers, strongest first (details and what each one stops: :mod:`pipeline.isolation`; process
-tree: :mod:`pipeline.sandbox_worker`): pid, network, mount and ipc namespaces per run; a
+tree: :mod:`pipeline.sandbox_worker`): a minimal filesystem view per worker (a read-only
+root that holds Python, its packages and system libraries and nothing else, so other paths
+do not even exist for the code); pid, network, mount and ipc namespaces per run; a
 per-run user namespace; uid 65534 when started as root; rlimits on memory, CPU, processes,
 file size and open files; no_new_privs and Landlock (reads limited to Python and system
 libraries, writes to a private temp folder, no program can be executed, no TCP, signals

@@ -3,7 +3,9 @@
 Process tree of one worker (``python -m pipeline.sandbox_worker CONFIG``)::
 
     launcher   the process the Sandbox started; waits and mirrors the zygote's exit
-    └─ zygote  pid 1 of its own pid namespace; math/numpy/sympy imported once; serves requests
+    └─ zygote  pid 1 of its own pid namespace; math/numpy/sympy imported once; then moves into
+       │       its filesystem view (a mount namespace whose root holds only what runs may
+       │       read, see isolation.enter_view), once; serves requests
        └─ run  forked per request, pid 1 of a fresh pid namespace; confines itself
                (pipeline.isolation), runs the code, reports, exits
 
@@ -135,19 +137,27 @@ class Plan:
     readable: tuple[str, ...] = ()  # what Landlock lets the code read (readable_paths)
     seccomp_program: bytes | None = None  # compiled once per worker (pipeline.seccomp_filter)
     cgroup: cgroups.RunCgroup | None = None  # this worker's run cgroup (pipeline.cgroups)
+    # Where the view mounts the cgroup's folders; a run unmounts them once it has joined.
+    cgroup_places: tuple[str, ...] = ()
     required: set[str] = field(default_factory=set)
+    # Counted by the zygote before each fork, where RLIMIT_NPROC has to leave room for them.
+    uid_processes: int | None = None
 
 
 class SetupError(Exception):
     """A layer the probe found working failed for this run: refuse to run the code."""
 
 
-def _process_count(uid: int) -> int:
+def _process_count(uid: int, proc_fd: int | None = None) -> int:
+    """Processes of ``uid`` on the machine, through the host's /proc (``proc_fd``, a handle the
+    zygote took before its filesystem view hid it) or else through ``/proc``."""
     count = 0
-    for name in os.listdir("/proc"):
+    for name in os.listdir("/proc" if proc_fd is None else proc_fd):
+        if not name.isdigit():
+            continue
         try:
-            if name.isdigit() and os.stat(f"/proc/{name}").st_uid == uid:
-                count += 1
+            path = f"/proc/{name}" if proc_fd is None else name
+            count += os.stat(path, dir_fd=proc_fd).st_uid == uid
         except OSError:
             pass
     return count
@@ -186,6 +196,9 @@ def confine(plan: Plan, run_dir: str, memory_mb: int, timeout_s: float) -> dict[
         attempt("mount_namespace", tmpfs)
     # While still root: a cgroup's folder is root's, and only root may move us into it.
     in_cgroup = plan.cgroup is not None and attempt("cgroup", plan.cgroup.join)
+    if plan.cgroup_places and layers.get("mount_namespace"):  # our own copy of the view
+        for place in plan.cgroup_places:  # the code needs no way back to its cgroup's files
+            isolation.detach(place)
     if drop:
         attempt("uid_drop", lambda: isolation.drop_to_nobody(plan.keep_read_search))
         if os.geteuid() == 0:  # never run model code as root when we could avoid it
@@ -207,7 +220,8 @@ def confine(plan: Plan, run_dir: str, memory_mb: int, timeout_s: float) -> dict[
     if in_cgroup:  # pids.max counts this run alone; RLIMIT_NPROC would count every worker's
         processes = None
     elif not per_run_userns:  # the count is per uid across the machine: leave room
-        processes += _process_count(os.geteuid())
+        known = plan.uid_processes
+        processes += _process_count(os.geteuid()) if known is None else known
     limits = isolation.Limits(
         address_space_bytes=_address_space_bytes() + memory_mb * 1024 * 1024,
         cpu_seconds=int(timeout_s) + 2,
@@ -433,6 +447,16 @@ class Zygote:
         self.memory_mb = memory_mb
         self.plan = Plan(landlock_abi=isolation.landlock_abi(), readable=readable_paths())
         self.plan.cgroup = cgroup
+        seccomp_note = ""
+        try:  # before the view: loading libseccomp looks through the host's library folders
+            self.plan.seccomp_program = seccomp_filter.compile_filter()
+        except OSError as exc:
+            seccomp_note = str(exc)
+        # The host's /proc, for _process_count once the view has replaced it with our own.
+        self._host_proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        view_note = "needs the worker's own pid namespace"
+        if worker_namespaces:
+            view_note = self._enter_view()
         self._own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         try:  # can we give each run its own pid namespace and come back?
             isolation.unshare(isolation.CLONE_NEWPID)
@@ -443,16 +467,43 @@ class Zygote:
         if self.plan.drop_uid and not all(map(isolation.readable_by_others, _python_paths())):
             self.plan.keep_read_search = True
             self.plan.user_namespace = False  # entering one would drop that capability
-        seccomp_note = ""
-        try:
-            self.plan.seccomp_program = seccomp_filter.compile_filter()
-        except OSError as exc:
-            seccomp_note = str(exc)
         self.layers: dict[str, bool | str] = {
             "worker_pid_namespace": worker_namespaces,
             "pid_namespace": self.plan.run_pid_namespace,
+            "filesystem_view": not view_note,
         }
-        self._notes = {"seccomp": seccomp_note, "cgroup": cgroup_note}
+        self._notes = {"seccomp": seccomp_note, "cgroup": cgroup_note, "filesystem_view": view_note}
+
+    def _enter_view(self) -> str:
+        """Move this zygote, and so every run it forks, into the minimal filesystem view; ''
+        when done, else why not (the runs then see the host's tree, Landlock still limits
+        what they open). Once per worker: a run only copies the view (its mount namespace)."""
+        cgroup = self.plan.cgroup
+        writable, places = [], []
+        if cgroup is not None:
+            for index, folder in enumerate(cgroup.folders):
+                places.append(f"{VIEW_CGROUP}/{index}")
+                writable.append((folder, places[-1]))
+        view = isolation.View(
+            read_only=_readable_sources(include_devices=False),
+            devices=VIEW_DEVICES,
+            writable=tuple(writable),
+            scratch=VIEW_SCRATCH,
+            scratch_mb=TMPFS_MB,
+        )
+        try:
+            staging = tempfile.mkdtemp(prefix="view-", dir=self.base_dir)
+            isolation.enter_view(view, staging)
+        except OSError as exc:
+            return str(exc)
+        self.base_dir = VIEW_SCRATCH
+        if cgroup is not None:  # the same cgroup, reached through the view's mounts
+            rebased = dict(zip(cgroup.folders, places, strict=True))
+            self.plan.cgroup = cgroups.RunCgroup(
+                cgroup.version, rebased[cgroup.memory_dir], rebased[cgroup.pids_dir]
+            )
+            self.plan.cgroup_places = tuple(places)
+        return ""
 
     def probe(self) -> dict[str, bool | str]:
         """Try every layer once; from now on the ones that worked are required in every run."""
@@ -476,9 +527,10 @@ class Zygote:
         elif not self.plan.drop_uid:  # root of a user namespace that has no uid 65534
             self.layers["uid_drop"] = False
         if self.plan.keep_read_search:
-            note = "Python lives in a folder only root can read"
+            note = "Python lives in a folder only root can read (and no filesystem view)"
             self.layers["user_namespace"] = f"not used: {note}"
             self.layers["capabilities_dropped"] = f"all but CAP_DAC_READ_SEARCH: {note}"
+        self.layers["audit_hook"] = True  # installed by every run (execute)
         if self.layers["cgroup"] is True and self.plan.cgroup is not None:
             self.layers["cgroup_version"] = str(self.plan.cgroup.version)
         for name, note in self._notes.items():
@@ -517,6 +569,9 @@ class Zygote:
         if self.plan.drop_uid:  # the child drops to nobody before it writes here
             os.chown(run_dir, isolation.NOBODY, isolation.NOBODY)
         out_fd, err_fd = os.memfd_create("stdout"), os.memfd_create("stderr")
+        if self.plan.cgroup is None and not self.plan.user_namespace:  # a per-uid count
+            uid = isolation.NOBODY if self.plan.drop_uid else os.geteuid()
+            self.plan.uid_processes = _process_count(uid, self._host_proc)
         started = time.monotonic()
         try:
             pid = self._fork()
@@ -656,7 +711,25 @@ def _python_paths() -> list[str]:
 # Read-only for step code besides Python itself: system libraries (numpy's and sqlite's
 # shared objects and their dependencies), the loader's cache and a few harmless devices.
 _SYSTEM_READABLE = ("/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin")
-_SYSTEM_READABLE += ("/etc/ld.so.cache", "/etc/localtime", "/dev/zero", "/dev/urandom")
+_SYSTEM_READABLE += ("/etc/ld.so.cache", "/etc/localtime")
+_DEVICES = ("/dev/zero", "/dev/urandom")
+# The filesystem view (isolation.enter_view): what it holds besides the readable paths, where
+# it puts the zygote's scratch folder (run folders are made there) and the cgroup's folders.
+VIEW_DEVICES = ("/dev/null", *_DEVICES)
+VIEW_SCRATCH = "/tmp"
+VIEW_CGROUP = "/.cgroup"
+
+
+def _readable_sources(include_devices: bool = True) -> list[str]:
+    """The paths behind :func:`readable_paths` as Python names them (symlinks unresolved)."""
+    import site
+
+    interpreter, stdlib, _repository, *packages = _python_paths()
+    python = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    python += [sys.executable, os.path.dirname(interpreter), stdlib, *packages]
+    python += site.getsitepackages()
+    python.append(os.path.dirname(os.path.abspath(isolation.__file__)))  # pipeline/
+    return [*python, *_SYSTEM_READABLE, *(_DEVICES if include_devices else ())]
 
 
 def readable_paths() -> tuple[str, ...]:
@@ -664,16 +737,11 @@ def readable_paths() -> tuple[str, ...]:
 
     Not the caller's home folder, ``/tmp``, ``/etc`` or ``/proc``: they hold tokens and keys
     that model-written code must never see. Not the repository either (data, configs), only
-    the ``pipeline`` package that a run itself is made of.
+    the ``pipeline`` package that a run itself is made of. The filesystem view holds the
+    same paths, so what Landlock lets a run read is what the view shows it.
     """
-    import site
-
-    interpreter, stdlib, _repository, *packages = _python_paths()
-    python = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
-    python += [os.path.dirname(interpreter), stdlib, *packages, *site.getsitepackages()]
-    python.append(os.path.dirname(os.path.abspath(isolation.__file__)))  # pipeline/
     found: dict[str, None] = {}
-    for path in (*python, *_SYSTEM_READABLE):
+    for path in _readable_sources():
         real = os.path.realpath(path)
         if os.path.exists(real):
             found.setdefault(real)

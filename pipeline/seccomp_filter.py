@@ -83,7 +83,7 @@ DENIED = {
         "fspick",
         "mount_setattr",
         # open_by_handle_at skips path checks with CAP_DAC_READ_SEARCH, which a run keeps
-        # when Python lives where 'nobody' cannot read.
+        # when Python lives where 'nobody' cannot read and the filesystem view is refused.
         "name_to_handle_at",
         "open_by_handle_at",
         "memfd_create",

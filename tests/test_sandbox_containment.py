@@ -3,7 +3,11 @@ pool alive after it. Checks that need a layer skip where `rstar doctor` shows it
 
 from __future__ import annotations
 
+import ast
+import os
 import socket
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -242,5 +246,324 @@ def test_file_watching_is_refused(sandbox):
 
 
 def test_doctor_lists_the_new_layers(sandbox):
-    for layer in ("seccomp", "cgroup", "session_keyring"):
+    layers = ("seccomp", "cgroup", "session_keyring", "filesystem_view", "audit_hook")
+    for layer in (*layers, "user_namespace"):
         assert isinstance(sandbox.isolation[layer], (bool, str))
+
+
+# --------------------------------------------------------------------------- filesystem view
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _host_paths(tmp_path: Path) -> list[str]:
+    """Paths that exist on this machine but that no run has any business knowing about."""
+    secret = tmp_path / "token.txt"
+    secret.write_text("hf_secret_value")
+    candidates = [
+        secret,
+        Path("/etc/passwd"),
+        Path("/etc/hostname"),
+        Path.home() / ".bashrc",
+        REPO / "README.md",
+        REPO / "dvc.yaml",
+        REPO / "tests",
+        Path("/sys/fs/cgroup"),
+        Path("/var"),
+        Path("/dev/shm"),
+        Path(f"/proc/{os.getpid()}"),
+    ]
+    return [str(path) for path in candidates if path.exists()]
+
+
+PROBE_METADATA = """import os, glob
+found = []
+for path in {paths!r}:
+    for look in (os.path.exists, os.path.lexists, os.stat, os.lstat, os.access):
+        try:
+            answer = look(path, os.F_OK) if look is os.access else look(path)
+        except OSError:
+            continue
+        if answer:
+            found.append((path, look.__name__))
+print(found, glob.glob('/etc/*'), glob.glob({repo!r} + '/*'))
+"""
+
+
+def test_metadata_outside_the_sandbox_is_not_there(sandbox, tmp_path):
+    needs(sandbox, "filesystem_view")
+    paths = _host_paths(tmp_path)
+    assert len(paths) >= 6  # the check is only worth something if these exist out here
+    result = sandbox.run(PROBE_METADATA.format(paths=paths, repo=str(REPO)))
+    assert result.error is None, result
+    assert result.stdout == "[] [] []\n"  # glob finds nothing: no names leak either
+    assert_pool_works(sandbox)
+
+
+def _view_names() -> set[str]:
+    """Names the view itself is made of: parts of the paths it holds, and its own folders."""
+    from pipeline import sandbox_worker
+
+    names = {"proc", "tmp", "dev", ".cgroup", "null", "zero", "urandom", "self", "thread-self"}
+    for path in (*sandbox_worker.readable_paths(), *sandbox_worker._readable_sources()):
+        names.update(part for part in path.split("/") if part)
+    return names
+
+
+@pytest.mark.parametrize(
+    "folder", ["/", "/work", str(REPO), str(Path.home()), "/etc", "/tmp", "/proc", "/dev"]
+)
+def test_listing_a_folder_reveals_no_host_names(sandbox, folder):
+    needs(sandbox, "filesystem_view")
+    code = (
+        f"import os\ntry:\n    print(sorted(os.listdir({folder!r})))\n"
+        "except OSError as exc:\n    print([type(exc).__name__])"
+    )
+    result = sandbox.run(code)
+    assert result.error is None, result
+    shown = set(ast.literal_eval(result.stdout))
+    # Landlock refuses the listing; without it only the view's own entries (and pids) show
+    leaked = shown - _view_names() - {"PermissionError", "FileNotFoundError"}
+    assert not {name for name in leaked if not name.isdigit()}, leaked
+    assert_pool_works(sandbox)
+
+
+def test_the_view_cannot_be_left(sandbox):
+    needs(sandbox, "filesystem_view")
+    code = LIBC + (
+        "print(libc.chroot(b'/..'), ctypes.get_errno())\n"
+        "print(libc.umount2(b'/', 2), ctypes.get_errno())\n"
+        "print(libc.mount(b'/', b'/tmp', None, 0x1000, None), ctypes.get_errno())\n"
+        "print(os.path.exists('/../../etc/passwd'), os.path.exists('/proc/1/root/etc/passwd'))\n"
+    )
+    result = sandbox.run(code)
+    assert result.stdout == "-1 1\n-1 1\n-1 1\nFalse False\n", result
+    assert_pool_works(sandbox)
+
+
+def test_the_view_holds_what_step_code_uses(sandbox):
+    needs(sandbox, "filesystem_view")
+    # modules the zygote did not preload are imported from the view's read-only mounts
+    code = (
+        "import csv, json, sqlite3, sys, os, tempfile, time, mpmath, numpy, sympy\n"
+        "import numpy.linalg\n"
+        "db = sqlite3.connect(':memory:')\n"
+        "print(db.execute('select 6 * 7').fetchone()[0], numpy.linalg.det(numpy.eye(2)))\n"
+        "print(os.path.exists(sys.executable), len(os.urandom(8)), len(open('/dev/urandom', 'rb').read(4)))\n"
+        "open('/dev/null', 'w').write('gone')\n"
+        "with tempfile.NamedTemporaryFile('w+') as f:\n"
+        "    f.write('kept'); f.seek(0); print(f.read(), time.tzname[0] != '')\n"
+        "print(sympy.nsimplify(mpmath.mpf('0.5')))\n"
+    )
+    result = sandbox.run(code)
+    assert result.error is None, result
+    assert result.stdout == "42 1.0\nTrue 8 4\nkept True\n1/2\n"
+
+
+def _run_processes(sb: Sandbox) -> list[int]:
+    """Processes of uid 65534 below the workers: the runs under way (seen from out here)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields.get("Uid", "").split()[:1] == ["65534"]:
+            pid, parents = int(entry.name), set()
+            while pid > 1 and pid not in sb.worker_pids and pid not in parents:
+                parents.add(pid)
+                try:
+                    stat = Path(f"/proc/{pid}/stat").read_text()
+                except OSError:
+                    break
+                pid = int(stat.rsplit(")", 1)[1].split()[1])
+            if pid in sb.worker_pids:
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_run_has_its_own_user_namespace_and_no_capabilities(sandbox):
+    needs(sandbox, "user_namespace")
+    # the run checks its own capabilities (capget) while we look at it from outside
+    code = LIBC + (
+        "import time\n"
+        "header = (ctypes.c_uint32 * 2)(0x20080522, 0)\ndata = (ctypes.c_uint32 * 6)()\n"
+        "libc.capget(header, data)\nprint(list(data))\n"
+        "time.sleep(2)\n"
+    )
+    results = []
+    runner = threading.Thread(target=lambda: results.append(sandbox.run(code)))
+    runner.start()
+    deadline, runs = time.monotonic() + 5, []
+    while not runs and time.monotonic() < deadline:
+        runs = _run_processes(sandbox)
+        time.sleep(0.05)
+    assert runs, "no run seen from outside"
+    own = os.readlink("/proc/self/ns/user")
+    for pid in runs:
+        assert os.readlink(f"/proc/{pid}/ns/user") != own
+        assert Path(f"/proc/{pid}/uid_map").read_text().split() == ["65534", "65534", "1"]
+        caps = dict(
+            line.split(":\t")
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if line.startswith("Cap")
+        )
+        for name in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+            assert int(caps[name], 16) == 0, (name, caps)
+    runner.join()
+    assert results[0].error is None and results[0].stdout == "[0, 0, 0, 0, 0, 0]\n", results
+    assert_pool_works(sandbox)
+
+
+def test_the_view_is_built_once_per_worker(sandbox):
+    needs(sandbox, "filesystem_view")
+    for launcher in sandbox.worker_pids:
+        (zygote,) = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
+        root = Path(f"/proc/{zygote}/root")
+        assert os.readlink(f"/proc/{zygote}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+        assert not (root / "etc" / "passwd").exists()
+        assert not (root / REPO.relative_to("/") / "README.md").exists()
+        assert (root / REPO.relative_to("/") / "pipeline" / "sandbox.py").exists()
+    assert_pool_works(sandbox)
+
+
+REFUSED_VIEW = """
+import json, warnings, pyseccomp, errno
+rules = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+rules.add_rule(pyseccomp.ERRNO(errno.EPERM), "pivot_root")
+rules.load()  # a kernel, or a container, that refuses to move a root
+from pipeline.sandbox import Sandbox, isolation_report
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    with Sandbox(workers=1, timeout_s=5, memory_mb=128) as sb:
+        run = sb.run("import os\\nprint(os.path.exists('/etc/passwd'))")
+        layers = sb.isolation
+print(json.dumps({"layers": layers, "stdout": run.stdout, "error": run.error,
+                  "doctor": isolation_report(), "warnings": [str(w.message) for w in caught]}))
+"""
+
+
+def test_a_refused_view_is_a_warning_and_the_rest_still_holds():
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", REFUSED_VIEW], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["layers"]["filesystem_view"] is False
+    assert report["doctor"]["filesystem_view"] is False
+    assert "pivot_root" in report["doctor"]["filesystem_view_unavailable"]
+    assert [w for w in report["warnings"] if "'filesystem_view'" in w]
+    assert report["error"] is None and report["stdout"] == "True\n"  # exists, as before
+
+
+NO_CGROUP_NO_USERNS = """
+import errno, json, pyseccomp
+rules = pyseccomp.SyscallFilter(pyseccomp.ALLOW)  # a kernel that refuses user namespaces
+new_user = pyseccomp.Arg(0, pyseccomp.MASKED_EQ, 0x10000000, 0x10000000)
+rules.add_rule(pyseccomp.ERRNO(errno.EPERM), "unshare", new_user)
+rules.load()
+from pipeline.sandbox import Sandbox
+with Sandbox(workers=2, timeout_s=5, memory_mb=128) as sb:
+    # one after the other: concurrent runs share the count of their uid (README)
+    bomb, threads = sb.run({bomb!r}), sb.run({threads!r})
+    after = sb.run("print(6 * 7)")
+print(json.dumps({{"layers": sb.isolation, "threads": threads.stdout, "bomb": bomb.stdout,
+                  "after": after.stdout}}))
+"""
+
+
+def test_without_cgroup_or_user_namespace_rlimits_still_cap_a_run():
+    """The fallback of README's sandbox section: no cgroup (none mounted in this mount
+    namespace) and no per-run user namespace; RLIMIT_NPROC, counted through the host's /proc
+    from inside the filesystem view, still stops a fork bomb and lets threads run."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) to hide the cgroup mounts")
+    script = NO_CGROUP_NO_USERNS.format(threads=THREADS, bomb=BOMB)
+    command = f'umount -R /sys/fs/cgroup 2>/dev/null; exec {sys.executable} -c "$0"'
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", command, script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["layers"]["cgroup"] is False and report["layers"]["user_namespace"] is False
+    assert report["threads"] == "threads ok\n"
+    # RLIMIT_NPROC = 64 + nobody's other processes (other sandboxes may run on this machine),
+    # far short of the 10000 the bomb tries
+    assert int(report["bomb"]) < 1000
+    assert report["after"] == "42\n"
+
+
+# Every layer of README's table, by the name `rstar doctor` gives it.
+README_LAYERS = (
+    "worker_pid_namespace",
+    "filesystem_view",
+    "pid_namespace",
+    "network_namespace",
+    "ipc_namespace",
+    "mount_namespace",
+    "cgroup",
+    "uid_drop",
+    "user_namespace",
+    "capabilities_dropped",
+    "session_keyring",
+    "rlimits",
+    "no_new_privs",
+    "landlock",
+    "landlock_filesystem",
+    "landlock_network",
+    "landlock_signal_scope",
+    "audit_hook",
+    "seccomp",
+)
+
+
+def test_rstar_doctor_shows_every_layer_of_the_readme():
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("## The sandbox's layers") :].split("\n\n")[2]
+    shown = CliRunner().invoke(app, ["doctor"], env={"COLUMNS": "160"})
+    assert shown.exit_code == 0, shown.output
+    rows = {line.split("│")[1].strip() for line in shown.output.splitlines() if "│" in line}
+    for layer in README_LAYERS:
+        assert f"`{layer}`" in table, layer
+        assert layer in rows, layer
+
+
+def test_folders_on_the_way_to_python_are_the_views_own(sandbox):
+    """/root (or /work) must exist for the interpreter's path to resolve; what the code finds
+    there is a bare folder of the view, not the host's (its mode, owner, size and times)."""
+    needs(sandbox, "filesystem_view")
+    import sys
+
+    ancestors = sorted({str(p) for p in Path(sys.base_prefix).parents if str(p) != "/"})
+    ancestors += sorted({str(p) for p in REPO.parents if str(p) != "/"})
+    code = (
+        "import os\nroot = os.stat('/').st_dev\n"
+        f"for path in {ancestors!r}:\n"
+        "    s = os.stat(path)\n"
+        "    print(path, s.st_dev == root, oct(s.st_mode & 0o7777), s.st_mtime)\n"
+    )
+    result = sandbox.run(code)
+    assert result.error is None, result
+    for line in result.stdout.splitlines():
+        path, same_device, mode, mtime = line.split()
+        host = os.stat(path)
+        assert same_device == "True", line  # a folder of the view's tmpfs
+        assert mode == "0o755", line
+        assert float(mtime) != host.st_mtime or host.st_mode & 0o7777 != 0o755, line
+    assert_pool_works(sandbox)
