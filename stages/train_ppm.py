@@ -3,9 +3,8 @@
 Reads data/rounds/rN/pairs.parquet and round N's SFT policy data/models/policy/rN (the PPM
 starts from it, never from the previous PPM). Params group `train_ppm`. Writes, each atomically:
 
-- data/models/ppm/rN: the PPM folder that ``pipeline.models.ppm.PPM.load`` reads (an empty
-  pairs file gives an untrained PPM, and the metrics say so, so a tiny round does not break
-  the DAG);
+- data/models/ppm/rN: the PPM folder that ``pipeline.ppm.PPM.load`` reads (an empty pairs file
+  gives an untrained PPM, and the metrics say so, so a tiny round does not break the DAG);
 - data/rounds/rN/train_ppm_metrics.json: held-out pair accuracy and loss before and after.
 
 Multi-GPU: ``accelerate launch -m stages.train_ppm --round rN``.

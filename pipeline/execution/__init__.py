@@ -2,5 +2,5 @@
 
 ``sandbox`` (the pool of warm workers, ``Sandbox.run``), ``sandbox_worker`` (the worker process),
 ``isolation`` (namespaces, Landlock, rlimits, the filesystem view), ``seccomp_filter`` and
-``cgroups``.
+``cgroups``. The stable public path of ``Sandbox`` is ``pipeline.sandbox``.
 """
