@@ -1,6 +1,6 @@
 """Generation speed of the MCTS search on the vllm engine vs the transformers engine.
 
-The real search (pipeline.mcts) with the real sandbox, SmolLM2-135M-Instruct (converted once
+The real search (pipeline.search.mcts) with the real sandbox, SmolLM2-135M-Instruct (converted once
 from the packaged GGUF into a cache folder) and 24 train problems of the default profile, with
 its search settings but one rollout per problem and ``--depth`` steps at most. Both engines run
 in this one process, transformers first (vLLM, built in process, pins torch's thread count for
@@ -29,11 +29,11 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from pipeline.config import MCTSConfig  # noqa: E402
-from pipeline.engines import make_engine  # noqa: E402
-from pipeline.mcts import MCTS, Problem  # noqa: E402
-from pipeline.models import convert_gguf, default_cache_dir, find_smollm2_gguf  # noqa: E402
-from pipeline.problems import load_problems  # noqa: E402
-from pipeline.sandbox import Sandbox  # noqa: E402
+from pipeline.execution.sandbox import Sandbox  # noqa: E402
+from pipeline.models.base import convert_gguf, default_cache_dir, find_smollm2_gguf  # noqa: E402
+from pipeline.models.engines import make_engine  # noqa: E402
+from pipeline.problems.sources import load_problems  # noqa: E402
+from pipeline.search.mcts import MCTS, Problem  # noqa: E402
 
 
 def smollm2_folder() -> Path:

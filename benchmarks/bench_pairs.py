@@ -1,12 +1,12 @@
-"""Benchmark: the tree rules in DuckDB (pipeline.sql) against a plain per-tree Python walk.
+"""Benchmark: the tree rules in DuckDB (pipeline.rules.sql) against a plain per-tree Python walk.
 
     .venv/bin/python benchmarks/bench_pairs.py [--nodes 1000000] [--seed 0] [--workdir DIR]
 
 1. Generates synthetic search trees (many problems, about 4 children per expansion, depth up
    to 8, graded terminals, invalid terminals, PPM-initialised steps) with statistics that follow
    the backup rule of docs/algorithm.md, as sharded `nodes` Parquet plus `problems` Parquet.
-2. Runs (a) ``pipeline.sql.derive_pairs`` + ``derive_sft`` and (b) the reference below: load the
-   rows into dicts and walk each tree recursively, the way the paper's scripts do.
+2. Runs (a) ``pipeline.rules.sql.derive_pairs`` + ``derive_sft`` and (b) the reference below:
+   load the rows into dicts and walk each tree recursively, the way the paper's scripts do.
 3. Compares the two outputs row by row (all columns, sorted), then prints the time and peak
    memory (resident set size of this process) of each, and last ``speedup: N.Nx``.
 
@@ -33,7 +33,9 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import ids, sql, steps
+from pipeline import ids
+from pipeline.rules import sql
+from pipeline.search import steps
 
 # --------------------------------------------------------------------------- reference rules
 
@@ -146,7 +148,7 @@ def reference_pairs(
                     best = tree.continuation_mean(pos, tree.correct, best=True)
                     worst = tree.continuation_mean(neg, tree.wrong, best=False)
                     # The one tolerance of the rule: a margin a rounding error under
-                    # min_margin is kept (pipeline.sql.MARGIN_TOLERANCE).
+                    # min_margin is kept (pipeline.rules.sql.MARGIN_TOLERANCE).
                     if best <= worst or margin < min_margin - sql.MARGIN_TOLERANCE:
                         continue
                     if not edit_distance_at_least(pos["step_text"], neg["step_text"], min_edit):
@@ -505,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             return reference_rules(node_rows, questions)
 
-        _, duck_s, duck_mb = measure("duckdb (pipeline.sql)", run_duckdb)
+        _, duck_s, duck_mb = measure("duckdb (pipeline.rules.sql)", run_duckdb)
         (ref_pairs, ref_sft), py_s, py_mb = measure("python (per-tree walk)", run_python)
 
         ok = compare("pairs", pq.read_table(workdir / "pairs.parquet").to_pylist(), ref_pairs)

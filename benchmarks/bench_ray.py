@@ -30,9 +30,9 @@ from pipeline.config import (
     RayConfig,  # noqa: E402
 )
 from pipeline.executors import LocalExecutor, RayExecutor, Worker, WorkerSpec  # noqa: E402
-from pipeline.mcts import Problem  # noqa: E402
-from pipeline.problems import load_problems  # noqa: E402
-from pipeline.rollout import RolloutJob, plan_shards  # noqa: E402
+from pipeline.problems.sources import load_problems  # noqa: E402
+from pipeline.search.mcts import Problem  # noqa: E402
+from pipeline.search.rollout import RolloutJob, plan_shards  # noqa: E402
 
 
 def timed(executor, shards, job) -> tuple[float, float]:

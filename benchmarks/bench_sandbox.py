@@ -1,7 +1,7 @@
 """Steps per second of the warm sandbox pool against a fresh ``python -c`` per step.
 
 Both runners get the same programs (a mix of sympy and plain-arithmetic steps in the format of
-pipeline/steps.py, each a whole program: ancestors' code plus the new step) and the same
+pipeline/search/steps.py, each a whole program: ancestors' code plus the new step) and the same
 parallelism: 2 workers against 2 concurrent subprocesses. The baseline runs a smaller sample
 (a fresh interpreter importing sympy costs about a second), cycling the same mix. The last line
 is ``speedup: N.Nx``.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.sandbox import Sandbox
+from pipeline.execution.sandbox import Sandbox
 
 WORKERS = 2
 

@@ -19,7 +19,7 @@ console = Console(soft_wrap=True)  # an error stays one line, however long its p
 @app.command()
 def doctor() -> None:
     """Show which sandbox isolation layers this machine offers and which are active."""
-    from pipeline.sandbox import isolation_report
+    from pipeline.execution.sandbox import isolation_report
 
     report = isolation_report()
     table = Table("layer", "status")
@@ -66,7 +66,7 @@ def validate(
     report: Path = typer.Option(None, help="also write the full JSON report here"),
 ) -> None:
     """Check a table against its contract (docs/data-contracts.md); non-zero exit when it breaks it."""
-    from pipeline.checks import run_validate_cli
+    from pipeline.rules.checks import run_validate_cli
 
     raise typer.Exit(
         run_validate_cli(
@@ -93,10 +93,10 @@ def evaluate_models(
     import json
 
     from pipeline.config import EvalConfig, group, load_params
+    from pipeline.evaluation.sharded import run_evaluation
     from pipeline.executors import ExecutorError
     from pipeline.io import write_json
-    from pipeline.problems import ProblemSourceError
-    from pipeline.sharded_eval import run_evaluation
+    from pipeline.problems.sources import ProblemSourceError
 
     settings = load_params(params)
     config = group(
@@ -118,7 +118,7 @@ def results(
 ) -> None:
     """Print the build's results as a Markdown table: one row per round (0 is the warm start),
     with problems solved, SFT rows, pairs and every accuracy with its 95% interval."""
-    from pipeline.results import read_metrics, results_table
+    from pipeline.evaluation.results import read_metrics, results_table
 
     try:
         rows = read_metrics(metrics)
@@ -142,7 +142,7 @@ def diff_command(
     repo: Path = typer.Option(Path("."), help="Repository root."),
 ) -> None:
     """Compare the data of two revisions: rows added/removed/changed, solved problems, accuracy, params."""
-    from pipeline.diff import run_diff_cli
+    from pipeline.release.diff import run_diff_cli
 
     if json_output and markdown:
         typer.echo("error: choose one of --json and --markdown", err=True)
@@ -172,7 +172,7 @@ def publish(
     repo: Path = typer.Option(Path("."), help="Repository root."),
 ) -> None:
     """Validate the tables, build a Hugging Face dataset folder and push it (unless --dry-run)."""
-    from pipeline.publish import parse_rounds, run_publish_cli
+    from pipeline.release.publish import parse_rounds, run_publish_cli
 
     code, message = run_publish_cli(
         repo,

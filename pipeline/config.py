@@ -97,12 +97,12 @@ def _is_number(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class SeedsConfig:
-    """`seeds`: where the problems come from and how they split (pipeline.problems)."""
+    """`seeds`: where the problems come from and how they split (pipeline.problems.sources)."""
 
     GROUP: ClassVar[str] = "seeds"
 
     source: str = (
-        "generated"  # pipeline.problems.GENERATED, a .jsonl/.json/.parquet path, or hf:...
+        "generated"  # pipeline.problems.sources.GENERATED, a .jsonl/.json/.parquet path, or hf:...
     )
     n: int = 400  # problems to generate, or the most to keep from another source (0: all)
     seed: int = 0
@@ -121,7 +121,7 @@ class SeedsConfig:
         )  # fmt: skip
 
     def options(self) -> dict[str, Any]:
-        """Options of :func:`pipeline.problems.read_problems` for this source."""
+        """Options of :func:`pipeline.problems.sources.read_problems` for this source."""
         options: dict[str, Any] = {
             "n": self.n,
             "seed": self.seed,
@@ -138,7 +138,7 @@ class SeedsConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """`model`: the base policy (pipeline.models.prepare_base_model)."""
+    """`model`: the base policy (pipeline.models.base.prepare_base_model)."""
 
     GROUP: ClassVar[str] = "model"
 
@@ -162,7 +162,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class SandboxConfig:
-    """`sandbox`: pipeline.sandbox.Sandbox's arguments."""
+    """`sandbox`: pipeline.execution.sandbox.Sandbox's arguments."""
 
     GROUP: ClassVar[str] = "sandbox"
 
@@ -180,7 +180,7 @@ class EngineConfig:
     """`engine`: which engine generates text, and that engine's options (flat beside `kind` in
     params.yaml). vllm's own options are typed by :class:`VLLMOptions`; any other key goes to
     ``vllm.LLM`` as it is. The transformers and openai engines check their options' names when
-    they are built (pipeline.engines)."""
+    they are built (pipeline.models.engines)."""
 
     GROUP: ClassVar[str] = "engine"
 
@@ -282,7 +282,7 @@ class MCTSConfig:
 
 @dataclass(frozen=True)
 class RoundConfig:
-    """One entry `rounds.rN` of the self-evolution schedule (pipeline.rounds)."""
+    """One entry `rounds.rN` of the self-evolution schedule (pipeline.search.rounds)."""
 
     GROUP: ClassVar[str] = "rounds.rN"
 
@@ -305,7 +305,7 @@ class RoundConfig:
 class CurriculumConfig:
     """`curriculum`: which problems teach the step format in the warm start (their reference
     solutions) and whether the rounds leave them out, so that the rounds search only problems
-    whose solutions the policy never saw (pipeline.rounds.bootstrap_problem_ids)."""
+    whose solutions the policy never saw (pipeline.search.rounds.bootstrap_problem_ids)."""
 
     GROUP: ClassVar[str] = "curriculum"
 
@@ -383,7 +383,7 @@ class TrainConfig:
     heldout_fraction: float = 0.1  # share of problems held out for the before/after loss (SFT)
     # Learning rate of the embedding rows of new tokens (the step markers) in the run that adds
     # them: fresh rows must travel far in few steps. When it exceeds `learning_rate`, the old
-    # rows of the embedding matrices stay frozen for that run (pipeline.train.sft).
+    # rows of the embedding matrices stay frozen for that run (pipeline.models.train.sft).
     new_token_learning_rate: float = 5e-3
 
     def __post_init__(self) -> None:
@@ -423,7 +423,7 @@ class WarmStartConfig(TrainConfig):
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """`evaluate`: the held-out evaluation (pipeline.evaluate, pipeline.sharded_eval)."""
+    """`evaluate`: the held-out evaluation (pipeline.evaluation.evaluate and .sharded)."""
 
     GROUP: ClassVar[str] = "evaluate"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from pipeline.config import EXECUTOR_KINDS, RayConfig, SandboxConfig, engine_config, group
-from pipeline.mcts import Problem
+from pipeline.search.mcts import Problem
 
 
 class ExecutorError(RuntimeError):
@@ -43,7 +43,7 @@ class WorkerSpec:
     engine_kind: str
     model_path: str
     engine_options: dict = field(default_factory=dict)
-    sandbox: dict = field(default_factory=dict)  # pipeline.sandbox.Sandbox's arguments
+    sandbox: dict = field(default_factory=dict)  # pipeline.execution.sandbox.Sandbox's arguments
     ppm_path: str | None = None
 
     @classmethod
@@ -66,8 +66,8 @@ class Worker:
 
     @classmethod
     def build(cls, spec: WorkerSpec) -> Worker:
-        from pipeline.engines import make_engine
-        from pipeline.sandbox import Sandbox
+        from pipeline.execution.sandbox import Sandbox
+        from pipeline.models.engines import make_engine
 
         for path in (spec.model_path, spec.ppm_path):
             if path is not None and not os.path.isdir(path):
@@ -77,7 +77,7 @@ class Worker:
                 )
         scorer = None
         if spec.ppm_path is not None:
-            from pipeline.ppm import PPM
+            from pipeline.models.ppm import PPM
 
             scorer = PPM.load(spec.ppm_path)
         engine = make_engine(spec.engine_kind, spec.model_path, **spec.engine_options)

@@ -47,7 +47,7 @@ def hash_position(text: str) -> float:
     return int(digest, 16) / 16**HASH_DIGITS
 
 
-# The same rule as a DuckDB macro, defined in every session of pipeline.sql.
+# The same rule as a DuckDB macro, defined in every session of pipeline.rules.sql.
 HASH_POSITION_MACRO = (
     "CREATE OR REPLACE MACRO hash_position(text) AS "
     f"CAST(CAST('0x' || left(sha256(text), {HASH_DIGITS}) AS UBIGINT) AS DOUBLE)"

@@ -18,7 +18,7 @@ from typing import Any
 from pipeline import layout
 from pipeline.config import ModelConfig, ParamsError, group, load_params
 from pipeline.io import write_json
-from pipeline.models import ModelError, prepare_base_model
+from pipeline.models.base import ModelError, prepare_base_model
 
 TINY_KEYS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "seed")
 

@@ -1,7 +1,7 @@
 """Stage `evaluate@rN`: round N's policy and PPM on held-out problems.
 
-Greedy, pass@N, maj@N, PPM best-of-N and PPM-guided MCTS with a vote (pipeline.evaluate), each
-with its 95% interval, in shards on the configured executor (pipeline.sharded_eval). The
+Greedy, pass@N, maj@N, PPM best-of-N and PPM-guided MCTS with a vote
+(pipeline.evaluation.evaluate), each with its 95% interval, in shards on the configured executor (pipeline.evaluation.sharded). The
 `evaluate` group applies, with the round's own overrides (`rounds.rN.evaluate`). Writes
 data/eval/rN.json; the round's summary stage turns its accuracies into DVC metrics.
 """
@@ -12,10 +12,10 @@ import time
 
 from pipeline import layout
 from pipeline.config import load_params
+from pipeline.evaluation.sharded import round_eval_config, run_evaluation
 from pipeline.executors import ExecutorError
 from pipeline.io import write_json
-from pipeline.problems import ProblemSourceError
-from pipeline.sharded_eval import round_eval_config, run_evaluation
+from pipeline.problems.sources import ProblemSourceError
 from stages.common import errors_as_one_line, round_arguments
 
 

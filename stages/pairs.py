@@ -13,7 +13,7 @@ import polars as pl
 from pipeline import layout
 from pipeline.config import PairsConfig, group, load_params
 from pipeline.io import write_json
-from pipeline.sql import derive_pairs
+from pipeline.rules.sql import derive_pairs
 from stages.common import errors_as_one_line, round_arguments
 
 

@@ -3,8 +3,8 @@
 Validates data/seeds/problems.parquet and each round's trajectories, sft and pairs tables
 (a broken table fails the stage and writes nothing), then writes --out (default data/publish):
 README.md (the dataset card) and data/<config>/<split>-*.parquet for the configs problems,
-trajectories, sft, pairs and steps (pipeline.publish, docs/algorithm.md (deviations)), and a card whose TRL
-snippets load that folder by path (pipeline.publish_card). Nothing is uploaded here:
+trajectories, sft, pairs and steps (pipeline.release.publish, docs/algorithm.md (deviations)), and a card whose TRL
+snippets load that folder by path (pipeline.release.card). Nothing is uploaded here:
 `rstar publish --repo-id USER/NAME` pushes. Exits 1 when a table breaks its contract, 2 on bad
 usage or missing inputs.
 """
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.publish import PublishError, build_dataset_folder, parse_rounds
+from pipeline.release.publish import PublishError, build_dataset_folder, parse_rounds
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@
 Reads data/seeds/problems.parquet, the policy named by `rounds.rN.policy`, the PPM named by
 `rounds.rN.ppm` (`none`: terminal-guided) and the per-problem status after the round named by
 `rounds.rN.previous` (problems never solved get `rounds.rN.unsolved_rollouts`). The search uses
-the `mcts` group with the round's own `rounds.rN.mcts` overrides (pipeline.rounds). Writes
+the `mcts` group with the round's own `rounds.rN.mcts` overrides (pipeline.search.rounds). Writes
 data/rounds/rN/nodes.parquet, problem_status.parquet and rollout_stats.json.
 """
 
@@ -26,9 +26,9 @@ from pipeline.config import (
 )
 from pipeline.executors import ExecutorError, WorkerSpec, make_executor
 from pipeline.io import write_json, write_parquet
-from pipeline.mcts import Problem
-from pipeline.rollout import fingerprint, run_sharded
-from pipeline.rounds import (
+from pipeline.search.mcts import Problem
+from pipeline.search.rollout import fingerprint, run_sharded
+from pipeline.search.rounds import (
     round_config,
     search_config,
     training_problems,

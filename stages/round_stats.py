@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pipeline import layout
 from pipeline.io import write_json
-from pipeline.sql import round_stats
+from pipeline.rules.sql import round_stats
 from stages.common import round_arguments
 
 

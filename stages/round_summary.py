@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from pipeline import layout
-from pipeline.evaluate import interval_columns
+from pipeline.evaluation.evaluate import interval_columns
 from pipeline.io import write_json
 from stages.common import round_arguments
 

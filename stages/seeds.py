@@ -19,7 +19,7 @@ from typing import Any
 from pipeline import layout
 from pipeline.config import ParamsError, SeedsConfig, group, load_params
 from pipeline.io import write_json, write_parquet
-from pipeline.problems import ProblemSourceError, read_problems
+from pipeline.problems.sources import ProblemSourceError, read_problems
 
 
 def build_seeds(config: SeedsConfig, out: Path) -> dict[str, Any]:

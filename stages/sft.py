@@ -15,10 +15,10 @@ import polars as pl
 
 from pipeline import layout
 from pipeline.config import SandboxConfig, SFTConfig, group, load_params
-from pipeline.filter import rerank, summarise, verify_responses
+from pipeline.execution.sandbox import Sandbox
 from pipeline.io import write_json, write_parquet
-from pipeline.sandbox import Sandbox
-from pipeline.sql import derive_sft, derive_trajectories
+from pipeline.rules.filter import rerank, summarise, verify_responses
+from pipeline.rules.sql import derive_sft, derive_trajectories
 from stages.common import errors_as_one_line, round_arguments
 
 

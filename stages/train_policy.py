@@ -23,9 +23,9 @@ import polars as pl
 from pipeline import layout
 from pipeline.config import ParamsError, TrainPolicyConfig, group, load_params
 from pipeline.io import write_json
-from pipeline.models import ModelError
-from pipeline.train.common import DataError, is_main_process
-from pipeline.train.sft import train_sft
+from pipeline.models.base import ModelError
+from pipeline.models.train.common import DataError, is_main_process
+from pipeline.models.train.sft import train_sft
 from stages.common import round_arguments
 
 

@@ -18,9 +18,9 @@ from typing import Any
 from pipeline import layout
 from pipeline.config import ParamsError, TrainConfig, group, load_params
 from pipeline.io import write_json
-from pipeline.models import ModelError
-from pipeline.train.common import DataError, is_main_process
-from pipeline.train.ppm import train_ppm
+from pipeline.models.base import ModelError
+from pipeline.models.train.common import DataError, is_main_process
+from pipeline.models.train.ppm import train_ppm
 from stages.common import round_arguments
 
 

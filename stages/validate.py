@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from pipeline import layout
-from pipeline.checks import ValidationError, ValidationReport, validate_table, write_report
 from pipeline.config import PairsConfig, ParamsError, group, load_params
 from pipeline.io import write_json
+from pipeline.rules.checks import ValidationError, ValidationReport, validate_table, write_report
 from stages.common import round_arguments
 
 ROUND_TABLES = ("nodes", "trajectories", "sft", "pairs")

@@ -6,7 +6,7 @@ Writes, each atomically:
 
 - data/models/policy/warm_start: the policy (weights, tokenizer with the step markers, model card);
 - data/models/warm_start_metrics.json: training metrics, plus an `eval` group (greedy pass@1,
-  pass@N on held-out problems, pipeline.evaluate) when `warm_start.eval_problems` > 0.
+  pass@N on held-out problems, pipeline.evaluation.evaluate) when `warm_start.eval_problems` > 0.
 
 With `warm_start.enabled: false` (the `paper` profile bootstraps with a strong model instead)
 the folder holds only a README saying so. Multi-GPU: ``accelerate launch -m stages.warm_start``.
@@ -22,7 +22,7 @@ from typing import Any
 
 import polars as pl
 
-from pipeline import layout, steps
+from pipeline import layout
 from pipeline.config import (
     CurriculumConfig,
     EvalConfig,
@@ -31,12 +31,13 @@ from pipeline.config import (
     group,
     load_params,
 )
-from pipeline.evaluate import interval_columns
+from pipeline.evaluation.evaluate import interval_columns
 from pipeline.io import atomic_dir, write_json
-from pipeline.models import ModelError
-from pipeline.rounds import bootstrap_problem_ids
-from pipeline.train.common import DataError, is_main_process, remove_stale_temps
-from pipeline.train.sft import train_sft
+from pipeline.models.base import ModelError
+from pipeline.models.train.common import DataError, is_main_process, remove_stale_temps
+from pipeline.models.train.sft import train_sft
+from pipeline.search import steps
+from pipeline.search.rounds import bootstrap_problem_ids
 
 METRICS = layout.MODELS / "warm_start_metrics.json"
 SUMMARY = layout.DATA / "metrics" / "r0.json"  # the few figures DVC shows as metrics
@@ -47,7 +48,7 @@ DISABLED = (
 
 def reference_examples(problems_path: Path, curriculum: CurriculumConfig) -> pl.DataFrame:
     """SFT rows (problem_id, prompt, response) from the bootstrap problems' reference solutions
-    (pipeline.rounds.bootstrap_problem_ids: train problems of the bootstrap levels)."""
+    (pipeline.search.rounds.bootstrap_problem_ids: train problems of the bootstrap levels)."""
     frame = pl.read_parquet(
         problems_path, columns=["problem_id", "question", "split", "solution", "meta"]
     )
@@ -66,7 +67,7 @@ def evaluate_policy(
 ) -> dict[str, Any]:
     """Greedy pass@1 and pass@N of the warm-started policy on held-out problems (the round-0
     report; the same evaluation as stage `evaluate`, without a PPM)."""
-    from pipeline.sharded_eval import run_evaluation
+    from pipeline.evaluation.sharded import run_evaluation
 
     # Only warm_start's own knobs: the `evaluate` group must not re-trigger round 0 in DVC.
     # With `eval_problems` equal to `evaluate.problems` both take the same problems, so round

@@ -30,7 +30,7 @@ def model_cache_dir(request: pytest.FixtureRequest) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) -> Path:
     """A 2-layer random Llama (hidden 64) with SmolLM2's tokenizer, as an HF folder."""
-    from pipeline.models import build_tiny_model, find_smollm2_gguf
+    from pipeline.models.base import build_tiny_model, find_smollm2_gguf
 
     out = tmp_path_factory.mktemp("models") / "tiny"
     return build_tiny_model(out, find_smollm2_gguf(), cache_dir=model_cache_dir)
@@ -43,10 +43,10 @@ def format_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: P
     Its steps are poor math but often well-formed (they end in step markers), so searches on
     it grow real trees: code runs, errors, answers and PPM-initialised nodes.
     """
-    from pipeline import steps
     from pipeline.config import TrainConfig
-    from pipeline.problems import load_problems
-    from pipeline.train.sft import train_sft
+    from pipeline.models.train.sft import train_sft
+    from pipeline.problems.sources import load_problems
+    from pipeline.search import steps
 
     problems = load_problems("generated", n=48, seed=1, levels=[1, 2])
     examples = [
@@ -92,7 +92,7 @@ def smoke_repo(request: pytest.FixtureRequest, model_cache_dir: Path) -> Path:
 
 
 def start_smoke_build(config: pytest.Config) -> tuple[Path, subprocess.Popen, Path]:
-    from pipeline.models import cached_tokenizer, find_smollm2_gguf
+    from pipeline.models.base import cached_tokenizer, find_smollm2_gguf
     from pipeline.profiles import switch_profile
     from pipeline.scratch import scratch_copy
 

@@ -1,4 +1,4 @@
-"""Contract tests every engine passes (pipeline/engines/base.py), shared by the engine modules.
+"""Contract tests every engine passes (pipeline/models/engines/base.py), shared by the engines.
 
 A test module imports these functions and provides its own `engine` fixture; pytest collects
 the imported tests there, so each engine runs the same checks.

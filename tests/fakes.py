@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from pipeline import steps
-from pipeline.engines.base import Completion, derive_seed
+from pipeline.models.engines.base import Completion, derive_seed
+from pipeline.search import steps
 
 # Everything a few-shot prompt holds before the question: the instruction and the worked
 # examples, whose solutions open with the same marker as the one being searched.

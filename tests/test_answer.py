@@ -1,4 +1,4 @@
-"""Answer extraction and grading (pipeline.answer): what makes a terminal step +1 or -1."""
+"""Answer extraction and grading (pipeline.grading.answer): what makes a terminal step +1 or -1."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import pipeline._grading_process as grading_process
-from pipeline.answer import (
+import pipeline.grading._process as grading_process
+from pipeline.grading.answer import (
     Grader,
     extract_answer,
     grade_many,
@@ -307,7 +307,7 @@ def _stored_problems(path: Path) -> list[dict]:
     """The problems table as the pipeline stores it (answers as the loader writes them)."""
     if not path.exists():
         pytest.skip(f"{path} not found (the shared data folder is absent)")
-    from pipeline.problems import load_problems
+    from pipeline.problems.sources import load_problems
 
     return load_problems(str(path)).to_dicts()
 
@@ -422,7 +422,7 @@ def test_plain_numbers_are_graded_without_a_worker() -> None:
 
 def test_a_worker_that_cannot_start_is_reported(monkeypatch, caplog) -> None:
     monkeypatch.setattr(grading_process, "WORKER_MODULE", "pipeline._no_such_worker")
-    with Grader() as grader, caplog.at_level(logging.ERROR, logger="pipeline.answer"):
+    with Grader() as grader, caplog.at_level(logging.ERROR, logger="pipeline.grading.answer"):
         assert grader.is_equivalent("\\pi", "pi") is False
     assert "grading worker exited" in caplog.text
 

@@ -1,4 +1,4 @@
-"""The cgroup v2 path of pipeline.cgroups, against a cgroup2 tree kept in a temp folder.
+"""The cgroup v2 path of pipeline.execution.cgroups, against a cgroup2 tree kept in a temp folder.
 
 This machine may only have cgroup v1, so the v2 logic runs here against plain folders: our
 ``mounts`` and ``cgroup`` files say that a cgroup2 filesystem is mounted on the temp folder and
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cgroups
+from pipeline.execution import cgroups
 
 NEVER_A_PID = 4194305  # past PID_MAX_LIMIT: no process ever has it
 

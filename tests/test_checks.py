@@ -1,6 +1,6 @@
-"""Table validation (pipeline.checks): valid tables pass, each broken rule is named and counted.
+"""Table validation (pipeline.rules.checks): valid tables pass, each broken rule named and counted.
 
-The fixtures are one small search tree per problem, built with pipeline.tree so its ids and
+The fixtures are one small search tree per problem, built with pipeline.search.tree so its ids and
 statistics follow docs/algorithm.md, and the four derived tables written by hand from
 it. Each corruption test breaks one rule of a valid table and checks that exactly that rule
 fails, with the number of rows worked out by hand.
@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from pipeline import ids
-from pipeline.checks import (
+from pipeline.rules.checks import (
     CONTRACTS,
     TABLES,
     ValidationError,
@@ -23,9 +23,9 @@ from pipeline.checks import (
     validate_table,
     write_report,
 )
-from pipeline.checks.rules import value_checks
-from pipeline.checks.validate import planned_checks
-from pipeline.tree import Node, add_child, backup, make_root, to_rows
+from pipeline.rules.checks.rules import value_checks
+from pipeline.rules.checks.validate import planned_checks
+from pipeline.search.tree import Node, add_child, backup, make_root, to_rows
 
 ROUND = 1
 QUESTIONS = ["What is 1 + 1?", "What is 2 * 3?", "What is 10 - 4?"]
@@ -218,8 +218,8 @@ def test_all_null_nullable_column_passes(tmp_path: Path) -> None:
 def test_tables_derived_by_pipeline_sql_keep_their_contracts(
     tmp_path: Path, problems_path: Path
 ) -> None:
-    """The contracts here and the writers in pipeline.sql agree (docs/data-contracts.md)."""
-    from pipeline.sql import derive_pairs, derive_sft, derive_trajectories
+    """The contracts here and the writers in pipeline.rules.sql agree (docs/data-contracts.md)."""
+    from pipeline.rules.sql import derive_pairs, derive_sft, derive_trajectories
 
     nodes = write(nodes_frame(), tmp_path, "nodes.parquet")
     derive_trajectories(nodes, tmp_path / "trajectories.parquet")
@@ -430,7 +430,7 @@ def test_import_is_cheap() -> None:
     import subprocess
     import sys
 
-    code = "import sys, pipeline.checks; print('great_expectations' in sys.modules)"
+    code = "import sys, pipeline.rules.checks; print('great_expectations' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -516,7 +516,7 @@ def test_stage_output_is_just_the_report(tmp_path: Path, monkeypatch, capfd) -> 
 
 
 def test_large_columns_never_reach_pandas() -> None:
-    """Free text and lists are checked in DuckDB only (see pipeline.checks.contracts)."""
+    """Free text and lists are checked in DuckDB only (see pipeline.rules.checks.contracts)."""
     for table, contract in CONTRACTS.items():
         large = {column.name for column in contract.columns if column.large}
         for check in planned_checks(table, min_margin=0.5, with_problems=True):

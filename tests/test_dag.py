@@ -16,8 +16,8 @@ import polars as pl
 import pytest
 import yaml
 
-from pipeline.checks.sql_checks import backup_violations
 from pipeline.profiles import switch_profile
+from pipeline.rules.checks.sql_checks import backup_violations
 from tests.conftest import dvc
 
 pytestmark = pytest.mark.slow
@@ -103,7 +103,7 @@ def test_every_round_trains_its_policy_and_its_ppm_on_its_own_rows(smoke_repo):
 
 
 def test_real_tables_pass_validation(smoke_repo):
-    from pipeline.checks import validate_table
+    from pipeline.rules.checks import validate_table
 
     problems = smoke_repo / "data/seeds/problems.parquet"
     for table in ("nodes", "trajectories", "sft", "pairs"):

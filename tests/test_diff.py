@@ -1,4 +1,4 @@
-"""`rstar diff`: content diffs between two revisions of the dataset (pipeline.diff).
+"""`rstar diff`: content diffs between two revisions of the dataset (pipeline.release.diff).
 
 The DVC tests commit the smoke build (revision A), shrink round 2 (`rounds.r2.problems` 8 -> 4,
 which reruns round 2's rollout, trajectories, SFT set and pairs: about 30 s) and commit again
@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 import yaml
 
-from pipeline.diff import (
+from pipeline.release.diff import (
     TABLE_KEYS,
     accuracy_deltas,
     compare_tables,

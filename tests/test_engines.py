@@ -1,4 +1,4 @@
-"""The engine contract (pipeline/engines/base.py) on the tiny model, plus vllm and openai.
+"""The engine contract (pipeline/models/engines/base.py) on the tiny model, plus vllm and openai.
 
 The tiny model is random, so its text is noise; the tests pin what the search relies on:
 n completions per prompt in order, stop strings kept and nothing after them, reproducible
@@ -20,12 +20,12 @@ from typing import Self
 import pytest
 import torch
 
-from pipeline import steps
-from pipeline.engines import make_engine
-from pipeline.engines.base import Completion, cut_at_stop
-from pipeline.engines.hf import TransformersEngine, finish_text
-from pipeline.engines.openai_engine import OpenAIEngine, OpenAIError
-from pipeline.engines.vllm_engine import VLLM_MISSING, to_completion
+from pipeline.models.engines import make_engine
+from pipeline.models.engines.base import Completion, cut_at_stop
+from pipeline.models.engines.hf import TransformersEngine, finish_text
+from pipeline.models.engines.openai_engine import OpenAIEngine, OpenAIError
+from pipeline.models.engines.vllm_engine import VLLM_MISSING, to_completion
+from pipeline.search import steps
 from tests.engine_contract import (  # noqa: F401 (the shared contract tests run here too)
     PROMPTS,
     test_max_new_tokens_is_respected_and_counted,
@@ -159,7 +159,8 @@ def test_unknown_engine_kind_is_a_clear_error():
 
 def test_importing_the_engines_does_not_import_vllm():
     code = (
-        "import sys, pipeline.engines, pipeline.engines.vllm_engine, pipeline.engines.hf;"
+        "import sys, pipeline.models.engines, pipeline.models.engines.vllm_engine,"
+        " pipeline.models.engines.hf;"
         "assert 'vllm' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

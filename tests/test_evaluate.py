@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import MCTSConfig
-from pipeline.evaluate import (
+from pipeline.evaluation.evaluate import (
     EvalConfig,
     evaluate,
     majority,
@@ -14,9 +14,9 @@ from pipeline.evaluate import (
     voted_mcts_runs,
     wilson_interval,
 )  # fmt: skip
-from pipeline.mcts import Problem
-from pipeline.sandbox import Sandbox
-from pipeline.tree import add_child, make_root
+from pipeline.execution.sandbox import Sandbox
+from pipeline.search.mcts import Problem
+from pipeline.search.tree import add_child, make_root
 from tests.fakes import ScriptedEngine
 
 RIGHT = "<answer>The answer is \\boxed{12}<end_of_answer>"
@@ -201,7 +201,7 @@ def test_held_out_problems_take_the_levels_in_turn(tmp_path, monkeypatch):
     import polars as pl
 
     from pipeline import layout
-    from pipeline.evaluate import held_out_problems
+    from pipeline.evaluation.evaluate import held_out_problems
 
     # Test problems: three of level 1, one of level 2, two of level 3; a validation problem.
     levels = {"a": 1, "b": 1, "c": 1, "d": 2, "e": 3, "f": 3, "v": 2}

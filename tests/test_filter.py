@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import steps
-from pipeline.filter import Verdict, rerank, summarise, verify_responses
-from pipeline.sandbox import Sandbox
+from pipeline.execution.sandbox import Sandbox
+from pipeline.rules.filter import Verdict, rerank, summarise, verify_responses
+from pipeline.search import steps
 
 
 def solution(code: str, printed: str, answer: str) -> str:

@@ -10,8 +10,14 @@ from fractions import Fraction
 
 import pytest
 
-from pipeline.generator import KINDS, LEVELS, format_answer, generate_problems
-from pipeline.steps import END_OF_OUTPUT, OUTPUT, parse_step, solution_program, split_solution
+from pipeline.problems.generator import KINDS, LEVELS, format_answer, generate_problems
+from pipeline.search.steps import (
+    END_OF_OUTPUT,
+    OUTPUT,
+    parse_step,
+    solution_program,
+    split_solution,
+)
 
 
 def _answer_value(answer: str) -> Fraction:
@@ -168,8 +174,8 @@ def test_bad_levels_are_refused_with_a_clear_error():
 
 def test_every_reference_solution_passes_in_the_sandbox_and_the_grader(problems):
     """The check of docs/algorithm.md, on every one of 500 problems: run, print, grade."""
-    sandbox = pytest.importorskip("pipeline.sandbox")
-    answer = pytest.importorskip("pipeline.answer")
+    sandbox = pytest.importorskip("pipeline.execution.sandbox")
+    answer = pytest.importorskip("pipeline.grading.answer")
     programs = [solution_program(p.solution) for p in problems]
     with sandbox.Sandbox(workers=2, timeout_s=30, memory_mb=1024) as box:
         results = box.run_many(programs)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import ids, steps
-from pipeline.checks.sql_checks import backup_violations
+from pipeline import ids
 from pipeline.config import MCTSConfig
-from pipeline.mcts import MCTS, Problem, tree_rows
-from pipeline.sandbox import Sandbox
-from pipeline.tree import Node, add_child, make_root, select_child, uct, walk
+from pipeline.execution.sandbox import Sandbox
+from pipeline.rules.checks.sql_checks import backup_violations
+from pipeline.search import steps
+from pipeline.search.mcts import MCTS, Problem, tree_rows
+from pipeline.search.tree import Node, add_child, make_root, select_child, uct, walk
 from tests.fakes import FixedScorer, SampledEngine, ScriptedEngine
 
 ANSWER_12 = "<answer>The answer is \\boxed{12}<end_of_answer>"
@@ -144,7 +145,7 @@ class _NoRuns:
     """A code runner for searches whose steps never need a result: every program prints ''."""
 
     def run_many(self, codes):
-        from pipeline.sandbox import ExecResult
+        from pipeline.execution.sandbox import ExecResult
 
         return [ExecResult(stdout="", error=None, timed_out=False, duration_s=0.0) for _ in codes]
 
@@ -529,7 +530,7 @@ def test_backup_check_reports_q_and_missing_parents(sandbox):
 
 def test_backup_check_accepts_evaluation_trees_that_back_up_ppm_scores(sandbox):
     # terminal_reward="ppm": an answer backs up its PPM score instead of +1 / -1 (the rule of
-    # the nodes check in pipeline.checks.rules).
+    # the nodes check in pipeline.rules.checks.rules).
     search = MCTS(
         ScriptedEngine(two_branch_script), sandbox, MCTSConfig(rollouts=5, n_children=3),
         scorer=FixedScorer(0.25), terminal_reward="ppm",

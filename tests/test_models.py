@@ -1,4 +1,4 @@
-"""Base models (pipeline/models.py) and the `base_model` stage."""
+"""Base models (pipeline/models/base.py) and the `base_model` stage."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
-from pipeline import layout, models
-from pipeline.models import (
+from pipeline import layout
+from pipeline.models import base as models
+from pipeline.models.base import (
     ModelError,
     atomic_dir,
     build_tiny_model,
@@ -136,7 +137,7 @@ def test_a_missing_gguf_package_says_what_to_install(monkeypatch):
 @pytest.mark.slow
 def test_smollm2_gguf_converts_to_a_folder_that_loads_and_generates(tmp_path, model_cache_dir):
     pytest.importorskip("accelerate", reason="transformers needs accelerate to read GGUF files")
-    from pipeline.engines.hf import TransformersEngine
+    from pipeline.models.engines.hf import TransformersEngine
 
     out = models.convert_gguf(
         models.find_smollm2_gguf(), tmp_path / "smollm2", cache_dir=model_cache_dir

@@ -31,7 +31,7 @@ from pipeline.config import (
     engine_config,
     group,
 )  # fmt: skip
-from pipeline.rounds import mcts_with_overrides, search_config
+from pipeline.search.rounds import mcts_with_overrides, search_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = sorted((ROOT / "profiles").glob("*.yaml"))
@@ -131,8 +131,8 @@ def test_defaults_are_stated_once():
     # The SQL and the checks take their defaults from the config classes.
     import inspect
 
-    from pipeline.checks.validate import validate_table
-    from pipeline.sql import derive_pairs, derive_sft
+    from pipeline.rules.checks.validate import validate_table
+    from pipeline.rules.sql import derive_pairs, derive_sft
 
     pairs = inspect.signature(derive_pairs).parameters
     assert (pairs["min_margin"].default, pairs["min_edit"].default) == (0.5, 20)

@@ -1,4 +1,4 @@
-"""The PPM (pipeline.ppm) and its training (pipeline.train.ppm), on the tiny random model.
+"""The PPM (pipeline.models.ppm) and its training (models.train.ppm), on the tiny random model.
 
 The pair set has a learnable signal: the chosen step is clean code, the rejected one raises
 or divides by zero, with numbers and wording varied so no single token gives it away.
@@ -16,11 +16,11 @@ import polars as pl
 import pytest
 import torch
 
-from pipeline import steps
 from pipeline.config import TrainConfig
-from pipeline.models import ModelError
-from pipeline.ppm import PPM, SCORE_TEMPERATURE, pairwise_loss, score_from_value
-from pipeline.train.ppm import train_ppm
+from pipeline.models.base import ModelError
+from pipeline.models.ppm import PPM, SCORE_TEMPERATURE, pairwise_loss, score_from_value
+from pipeline.models.train.ppm import train_ppm
+from pipeline.search import steps
 
 FAST = TrainConfig(epochs=3, learning_rate=1e-2, batch_size=8, max_length=192, warmup_ratio=0.1)
 
@@ -133,7 +133,7 @@ def test_long_texts_keep_their_end(tiny_model_dir: Path) -> None:
 
 
 def test_ppm_starts_from_the_policy_backbone(tiny_model_dir: Path, fresh_ppm: PPM) -> None:
-    from pipeline.models import load_causal_lm
+    from pipeline.models.base import load_causal_lm
 
     policy, _ = load_causal_lm(tiny_model_dir)
     for name, tensor in fresh_ppm.backbone.state_dict().items():
@@ -228,7 +228,7 @@ def test_killed_ppm_training_writes_nothing(tiny_model_dir: Path, tmp_path: Path
 def test_a_pairs_file_that_breaks_its_contract_is_named(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    from pipeline.train.common import DataError
+    from pipeline.models.train.common import DataError
 
     pairs_frame(2).drop("weight").write_parquet(tmp_path / "pairs.parquet")
     with pytest.raises(DataError, match="pairs.parquet: pairs table lacks column"):

@@ -9,16 +9,22 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.gsm8k import convert_worked_solution, final_answer, to_python
 from pipeline.ids import problem_id
-from pipeline.problems import (
+from pipeline.problems.gsm8k import convert_worked_solution, final_answer, to_python
+from pipeline.problems.sources import (
     COLUMNS,
     ProblemSourceError,
     load_problems,
     read_problems,
     split_problems,
 )
-from pipeline.steps import END_OF_OUTPUT, OUTPUT, parse_step, solution_program, split_solution
+from pipeline.search.steps import (
+    END_OF_OUTPUT,
+    OUTPUT,
+    parse_step,
+    solution_program,
+    split_solution,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 GSM8K_TRAIN, GSM8K_TEST = DATA / "gsm8k" / "train.jsonl", DATA / "gsm8k" / "test.jsonl"
@@ -229,8 +235,8 @@ def test_every_converted_gsm8k_solution_prints_its_answer_in_the_sandbox(gsm8k):
     One sandbox run per program costs ~2 minutes on 2 cores, so every program runs in a fresh
     namespace inside batched sandbox runs, and every 25th also runs on its own.
     """
-    sandbox = pytest.importorskip("pipeline.sandbox")
-    answer = pytest.importorskip("pipeline.answer")
+    sandbox = pytest.importorskip("pipeline.execution.sandbox")
+    answer = pytest.importorskip("pipeline.grading.answer")
     frame = pl.concat([loaded.problems for loaded in gsm8k.values()])
     rows = list(frame.filter(pl.col("solution").is_not_null()).iter_rows(named=True))
     programs = [solution_program(row["solution"]) for row in rows]

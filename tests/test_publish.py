@@ -1,4 +1,4 @@
-"""Publishing: the Hub-ready dataset folder and the push's checks (pipeline.publish).
+"""Publishing: the Hub-ready dataset folder and the push's checks (pipeline.release.publish).
 
 The folder is built from the session's smoke DAG and loaded back with `datasets`, offline, and
 every config's rows are compared with the pipeline's own tables. The smoke build's few pairs all
@@ -18,8 +18,7 @@ import polars as pl
 import pytest
 import yaml
 
-from pipeline import steps
-from pipeline.publish import (
+from pipeline.release.publish import (
     ContractError,
     PublishError,
     build_dataset_folder,
@@ -27,6 +26,7 @@ from pipeline.publish import (
     run_publish_cli,
     size_category,
 )
+from pipeline.search import steps
 
 CONFIGS = ("problems", "trajectories", "sft", "pairs", "steps")
 
@@ -225,7 +225,9 @@ def test_pairs_and_sft_take_trl_columns(smoke_repo, tmp_path, offline):
     sft = load(folder, "sft", offline)["train"]
     assert {"prompt", "completion"} <= set(sft.column_names)
     assert "<code>\nprint(6)\n<end_of_code>\n" in sft["completion"]
-    assert all(prompt.endswith("\n") for prompt in sft["prompt"])  # as pipeline.train.sft joins
+    assert all(
+        prompt.endswith("\n") for prompt in sft["prompt"]
+    )  # as pipeline.models.train.sft joins
     _, body = front_matter(folder / "README.md")
     assert "unknown (not a git repository)" in body
 

@@ -1,8 +1,8 @@
 """The published configs under TRL's trainers (the pinned `trl` of the dev extra).
 
 On the smoke build, with the round-2 policy the build trained: TRL must see the tokens the
-pipeline's own training sees (pipeline.train.sft.encode, pipeline.ppm.PPM) and compute the
-pipeline's loss, and the card's snippets must run as written against the built folder.
+pipeline's own training sees (pipeline.models.train.sft.encode, pipeline.models.ppm.PPM) and
+compute the pipeline's loss, and the card's snippets must run as written against the built folder.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import polars as pl
 import pytest
 import torch
 
-from pipeline import steps
-from pipeline.ppm import PPM, pairwise_loss
-from pipeline.publish import build_dataset_folder
-from pipeline.publish_card import python_blocks
-from pipeline.train.sft import IGNORE, Example, ResponseLoss, collate, encode
+from pipeline.models.ppm import PPM, pairwise_loss
+from pipeline.models.train.sft import IGNORE, Example, ResponseLoss, collate, encode
+from pipeline.release.card import python_blocks
+from pipeline.release.publish import build_dataset_folder
+from pipeline.search import steps
 
 pytestmark = pytest.mark.slow  # the smoke DAG and three trainers
 

@@ -20,10 +20,10 @@ import ray
 import yaml
 
 from pipeline.config import EvalConfig, MCTSConfig, RayConfig
+from pipeline.evaluation.sharded import evaluate_sharded
 from pipeline.executors import RayExecutor, WorkerSpec, make_executor
-from pipeline.mcts import Problem
-from pipeline.rollout import run_sharded
-from pipeline.sharded_eval import evaluate_sharded
+from pipeline.search.mcts import Problem
+from pipeline.search.rollout import run_sharded
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ EVAL = EvalConfig(samples=2, mcts_rollouts=1, mcts_children=2, shard_size=2, see
 
 @pytest.fixture(scope="module")
 def spec(format_model_dir, tmp_path_factory) -> WorkerSpec:
-    from pipeline.ppm import PPM
+    from pipeline.models.ppm import PPM
 
     ppm_dir = tmp_path_factory.mktemp("ppm") / "ppm"
     PPM.from_policy(format_model_dir, max_length=256).save(ppm_dir)

@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.results import read_metrics, results_table
+from pipeline.evaluation.results import read_metrics, results_table
 
 WARM_START = {"round": 0, "enabled": True, "eval_problems": 200, "seconds": 600.0,
               "accuracy": {"greedy": 0.1}, "ci95_low": {"greedy": 0.066},

@@ -5,12 +5,12 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from pipeline.checks.sql_checks import backup_violations
 from pipeline.config import MCTSConfig
-from pipeline.engines import make_engine
-from pipeline.mcts import MCTS, Problem
-from pipeline.rollout import run_sharded
-from pipeline.sandbox import Sandbox
+from pipeline.execution.sandbox import Sandbox
+from pipeline.models.engines import make_engine
+from pipeline.rules.checks.sql_checks import backup_violations
+from pipeline.search.mcts import MCTS, Problem
+from pipeline.search.rollout import run_sharded
 from tests.fakes import FixedScorer
 
 PROBLEMS = [

@@ -1,4 +1,4 @@
-"""The round schedule: each round's search settings and training problems (pipeline.rounds)."""
+"""The round schedule (pipeline.search.rounds): each round's search settings and problems."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import polars as pl
 import pytest
 
 from pipeline.config import CurriculumConfig, ParamsError
-from pipeline.rounds import (
+from pipeline.evaluation.sharded import round_eval_config
+from pipeline.search.rounds import (
     bootstrap_problem_ids,
     mcts_with_overrides,
     round_config,
     search_config,
     training_problems,
 )  # fmt: skip
-from pipeline.sharded_eval import round_eval_config
 
 PARAMS = {
     "mcts": {"n_children": 12, "temperature": 0.7, "errors_threshold": 2, "max_depth": 16},

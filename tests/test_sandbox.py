@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import steps
-from pipeline.sandbox import ExecResult, Sandbox, isolation_report
+from pipeline.execution.sandbox import ExecResult, Sandbox, isolation_report
+from pipeline.search import steps
 
 TIMEOUT_S = 2.0
 SLACK_S = 4.0  # a loaded 2-core CI machine: kill, collect and reply take a moment
@@ -431,7 +431,7 @@ def test_bad_arguments_name_the_parameter(kwargs, name):
 
 
 def test_a_missing_layer_is_a_warning_that_names_it():
-    from pipeline.sandbox import _warn_missing
+    from pipeline.execution.sandbox import _warn_missing
 
     with pytest.warns(RuntimeWarning, match="'imaginary_layer'"):
         _warn_missing({"imaginary_layer": False, "landlock": True, "uid_drop": "not needed"})
@@ -452,7 +452,7 @@ def test_isolation_report_lists_the_layers():
 
 
 def test_the_view_recreates_the_symlinks_on_the_way_to_a_path(tmp_path):
-    from pipeline.isolation import real_path_and_links
+    from pipeline.execution.isolation import real_path_and_links
 
     (tmp_path / "real" / "lib").mkdir(parents=True)
     (tmp_path / "real" / "lib" / "mod.py").write_text("")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sandbox import Sandbox
+from pipeline.execution.sandbox import Sandbox
 
 MEMORY_MB = 64
 
@@ -302,7 +302,7 @@ def test_metadata_outside_the_sandbox_is_not_there(sandbox, tmp_path):
 
 def _view_names() -> set[str]:
     """Names the view itself is made of: parts of the paths it holds, and its own folders."""
-    from pipeline import sandbox_worker
+    from pipeline.execution import sandbox_worker
 
     names = {"proc", "tmp", "dev", ".cgroup", "null", "zero", "urandom", "self", "thread-self"}
     for path in (*sandbox_worker.readable_paths(), *sandbox_worker._readable_sources()):
@@ -426,7 +426,7 @@ def test_the_view_is_built_once_per_worker(sandbox):
         assert os.readlink(f"/proc/{zygote}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
         assert not (root / "etc" / "passwd").exists()
         assert not (root / REPO.relative_to("/") / "README.md").exists()
-        assert (root / REPO.relative_to("/") / "pipeline" / "sandbox.py").exists()
+        assert (root / REPO.relative_to("/") / "pipeline" / "execution" / "sandbox.py").exists()
     assert_pool_works(sandbox)
 
 
@@ -435,7 +435,7 @@ import json, warnings, pyseccomp, errno
 rules = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
 rules.add_rule(pyseccomp.ERRNO(errno.EPERM), "pivot_root")
 rules.load()  # a kernel, or a container, that refuses to move a root
-from pipeline.sandbox import Sandbox, isolation_report
+from pipeline.execution.sandbox import Sandbox, isolation_report
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     with Sandbox(workers=1, timeout_s=5, memory_mb=128) as sb:
@@ -469,7 +469,7 @@ rules = pyseccomp.SyscallFilter(pyseccomp.ALLOW)  # a kernel that refuses user n
 new_user = pyseccomp.Arg(0, pyseccomp.MASKED_EQ, 0x10000000, 0x10000000)
 rules.add_rule(pyseccomp.ERRNO(errno.EPERM), "unshare", new_user)
 rules.load()
-from pipeline.sandbox import Sandbox
+from pipeline.execution.sandbox import Sandbox
 with Sandbox(workers=2, timeout_s=5, memory_mb=128) as sb:
     # one after the other: concurrent runs share the count of their uid (README)
     bomb, threads = sb.run({bomb!r}), sb.run({threads!r})

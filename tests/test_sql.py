@@ -1,4 +1,4 @@
-"""The tree rules of docs/algorithm.md in pipeline/sql, pinned on hand-made trees.
+"""The tree rules of docs/algorithm.md in pipeline/rules/sql, pinned on hand-made trees.
 
 Q values follow the backup rule (see tests/tree_builder.py): a graded answer adds +1 (right)
 or -1 (wrong) to itself and every ancestor; an invalid terminal is -1 on itself only; a step
@@ -18,9 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import ids, sql, steps
-from pipeline.checks.validate import validate_table
+from pipeline import ids
 from pipeline.ids import hash_position
+from pipeline.rules import sql
+from pipeline.rules.checks.validate import validate_table
+from pipeline.search import steps
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tree_builder import Node, Tree, write_nodes, write_problems

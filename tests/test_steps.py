@@ -1,6 +1,6 @@
 """The step format: building, parsing and re-assembling solutions."""
 
-from pipeline import steps
+from pipeline.search import steps
 
 
 def test_solution_round_trips_through_split_and_program():

@@ -1,4 +1,4 @@
-"""Policy SFT (pipeline.train.sft) and the training stages, on the tiny random model.
+"""Policy SFT (pipeline.models.train.sft) and the training stages, on the tiny random model.
 
 The SFT set has a learnable pattern: every response is the same three-step program around the
 problem's two numbers, so a model that learns the format lowers its held-out loss a lot and
@@ -17,11 +17,11 @@ import polars as pl
 import pytest
 import torch
 
-from pipeline import steps
 from pipeline.config import TrainConfig
-from pipeline.models import ModelError
-from pipeline.train.common import heldout_problems, length_batches, remove_stale_temps
-from pipeline.train.sft import IGNORE, Example, ResponseLoss, encode, train_sft
+from pipeline.models.base import ModelError
+from pipeline.models.train.common import heldout_problems, length_batches, remove_stale_temps
+from pipeline.models.train.sft import IGNORE, Example, ResponseLoss, encode, train_sft
+from pipeline.search import steps
 
 FAST = TrainConfig(epochs=4, learning_rate=3e-2, batch_size=8, max_length=192, warmup_ratio=0.1,
                    heldout_fraction=0.2)  # fmt: skip
@@ -59,7 +59,7 @@ def sft_frame(n: int, seed: int = 0) -> pl.DataFrame:
 
 def eos_probability(model_dir: Path, prompt: str, response: str) -> float:
     """p(EOS | prompt + "\\n" + response): how ready the model is to stop after the answer."""
-    from pipeline.models import load_causal_lm
+    from pipeline.models.base import load_causal_lm
 
     model, tokenizer = load_causal_lm(model_dir)
     ids = tokenizer(prompt + "\n" + response, return_tensors="pt").input_ids
@@ -129,14 +129,14 @@ def test_markers_are_single_special_tokens_added_once(sft_run, tmp_path: Path) -
 
 
 def test_response_loss_equals_the_models_own_loss(tiny_model_dir: Path) -> None:
-    from pipeline.models import load_causal_lm
+    from pipeline.models.base import load_causal_lm
 
     model, tokenizer = load_causal_lm(tiny_model_dir)
     rows = [
         encode(tokenizer, Example(f"p{i}", f"Question {i}?", f"Answer {i} is {i * 7}."), 64)
         for i in range(3)
     ]
-    from pipeline.train.sft import collate
+    from pipeline.models.train.sft import collate
 
     batch = collate(rows, tokenizer.pad_token_id)
     with torch.no_grad():
@@ -303,7 +303,7 @@ def test_training_stages_run_end_to_end(tiny_model_dir: Path, tmp_path: Path, mo
     assert ppm_metrics["pairs"] == 12 and ppm_metrics["policy"] == os.path.join(
         "data", "models", "policy", "r1"
     )
-    from pipeline.ppm import PPM
+    from pipeline.models.ppm import PPM
 
     assert len(PPM.load("data/models/ppm/r1").score(["a", "b"])) == 2
 
@@ -342,8 +342,8 @@ def test_disabled_warm_start_writes_a_marker_folder_only(tmp_path: Path, monkeyp
 def test_warm_start_reports_pass_at_k_when_asked(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    pytest.importorskip("pipeline.answer")
-    pytest.importorskip("pipeline.sandbox")
+    pytest.importorskip("pipeline.grading.answer")
+    pytest.importorskip("pipeline.execution.sandbox")
     from stages import warm_start
 
     monkeypatch.chdir(tmp_path)
@@ -373,7 +373,7 @@ def test_warm_start_reports_pass_at_k_when_asked(
 
 def marker_probability(model_dir: Path, prompt: str, response: str, marker: str) -> float:
     """p(marker | prompt + "\\n" + the response up to that marker's first occurrence)."""
-    from pipeline.models import load_causal_lm
+    from pipeline.models.base import load_causal_lm
 
     model, tokenizer = load_causal_lm(model_dir)
     before = response[: response.index(marker)]
@@ -389,7 +389,7 @@ def test_new_markers_learn_at_their_own_rate_and_old_rows_stay(
     """At a small body learning rate, fresh marker rows barely move; their own larger rate
     makes the policy emit `<end_of_step>` where the step ends (the SmolLM2 warm start failure:
     no marker was ever generated), and the old vocabulary rows are left exactly as they were."""
-    from pipeline.models import load_causal_lm
+    from pipeline.models.base import load_causal_lm
 
     frame = sft_frame(40)
     slow = TrainConfig(epochs=2, learning_rate=1e-4, batch_size=8, max_length=192,

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import VLLMOptions
-from pipeline.engines import make_engine
-from pipeline.engines.base import FINISH_REASONS, Engine
-from pipeline.engines.vllm_engine import VLLMEngine, llm_arguments, split_options
+from pipeline.models.engines import make_engine
+from pipeline.models.engines.base import FINISH_REASONS, Engine
+from pipeline.models.engines.vllm_engine import VLLMEngine, llm_arguments, split_options
 from tests.engine_contract import (  # noqa: F401 (the shared contract tests run here too)
     PROMPTS,
     test_max_new_tokens_is_respected_and_counted,
@@ -84,7 +84,7 @@ def test_greedy_copies_one_sample_n_times_and_ignores_the_seed(engine):
 
 def test_greedy_matches_the_transformers_engine(engine, tiny_model_dir):
     # Both engines run the same fp32 weights: the greedy continuations must agree.
-    from pipeline.engines.hf import TransformersEngine
+    from pipeline.models.engines.hf import TransformersEngine
 
     reference = TransformersEngine(tiny_model_dir, threads=1)
     expected = reference.generate(PROMPTS, max_new_tokens=10, temperature=0)
