@@ -75,6 +75,24 @@ class WorkerSpec:
     engine_options: dict = field(default_factory=dict)
     sandbox: dict = field(default_factory=dict)  # pipeline.sandbox.Sandbox's arguments
     ppm_path: str | None = None
+    ppm_scorer: dict = field(default_factory=dict)  # the `ppm_scorer` params group
+
+
+def build_scorer(path: str, options: dict):
+    """The PPM of ``path``, scored as the ``ppm_scorer`` group says (``kind``: torch or vllm)."""
+    options = dict(options)
+    kind = options.pop("kind", "torch")
+    if kind == "vllm":
+        from pipeline.ppm_vllm import VLLMScorer
+
+        return VLLMScorer(path, **options)
+    if kind != "torch" or options:
+        raise ValueError(
+            f"ppm_scorer: kind must be torch (no other keys) or vllm, got {dict(options, kind=kind)}"
+        )
+    from pipeline.ppm import PPM
+
+    return PPM.load(path)
 
 
 class Worker:
@@ -96,19 +114,24 @@ class Worker:
                 )
         scorer = None
         if spec.ppm_path is not None:
-            from pipeline.ppm import PPM
-
-            scorer = PPM.load(spec.ppm_path)
-        engine = make_engine(spec.engine_kind, spec.model_path, **spec.engine_options)
+            scorer = build_scorer(spec.ppm_path, spec.ppm_scorer)
+        try:
+            engine = make_engine(spec.engine_kind, spec.model_path, **spec.engine_options)
+        except BaseException:
+            getattr(scorer, "close", lambda: None)()
+            raise
         try:
             sandbox = Sandbox(**spec.sandbox)
         except BaseException:
+            getattr(scorer, "close", lambda: None)()
             engine.close()
             raise
         return cls(engine, sandbox, scorer)
 
     def close(self) -> None:
-        for part in (self.sandbox, self.engine):
+        # The scorer before the engine: an in-process vllm engine's close tears down the
+        # torch.distributed group that a vLLM scorer in the same process also uses.
+        for part in (self.sandbox, self.scorer, self.engine):
             close = getattr(part, "close", None)
             if close is not None:
                 close()
