@@ -112,15 +112,13 @@ class Worker:
                     f"model folder {path} is not on {socket.gethostname()} "
                     "(every node must see data/models at the same path)"
                 )
+        # The engine first: a vLLM scorer's environment defaults (in process) must not
+        # override what the engine's options ask for.
+        engine = make_engine(spec.engine_kind, spec.model_path, **spec.engine_options)
         scorer = None
-        if spec.ppm_path is not None:
-            scorer = build_scorer(spec.ppm_path, spec.ppm_scorer)
         try:
-            engine = make_engine(spec.engine_kind, spec.model_path, **spec.engine_options)
-        except BaseException:
-            getattr(scorer, "close", lambda: None)()
-            raise
-        try:
+            if spec.ppm_path is not None:
+                scorer = build_scorer(spec.ppm_path, spec.ppm_scorer)
             sandbox = Sandbox(**spec.sandbox)
         except BaseException:
             getattr(scorer, "close", lambda: None)()

@@ -38,6 +38,7 @@ class VLLMScorerOptions:
     kv_cache_gib: float = 1.0  # prefix cache of the PPM's texts (a second engine's KV cache)
     enforce_eager: bool = True
     threads: int | None = None  # CPU threads (None: every core this process may use)
+    in_process: bool = True  # engine core in this process, as the vllm engine's default
 
 
 def export_seq_cls(ppm: Any, folder: Path | str) -> Path:
@@ -80,7 +81,9 @@ class VLLMScorer:
         try:
             export_seq_cls(ppm, self._folder)
             del ppm
-            prepare_environment(VLLMOptions(threads=self.options.threads))
+            prepare_environment(
+                VLLMOptions(in_process=self.options.in_process, threads=self.options.threads)
+            )
             self.llm = vllm.LLM(
                 model=str(self._folder), runner="pooling", dtype=self.options.dtype,
                 enforce_eager=self.options.enforce_eager, max_model_len=self.max_length,

@@ -32,7 +32,8 @@ def main() -> None:
     engine_kind = engine_options.pop("kind", "transformers")
     started = time.perf_counter()
     spec = WorkerSpec(engine_kind, str(layout.model_dir(args.round).resolve()), engine_options,
-                      vars(sandbox_config), str(layout.ppm_dir(args.round).resolve()))  # fmt: skip
+                      vars(sandbox_config), str(layout.ppm_dir(args.round).resolve()),
+                      dict(params.get("ppm_scorer") or {}))  # fmt: skip
     # Checks the cluster address (ray) before any work, so a bad address costs nothing; the
     # engines start only when the executor is entered.
     executor = make_executor(config.executor, spec, group(params, "ray", RayConfig))

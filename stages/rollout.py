@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     ray_config = group(params, "ray", RayConfig)
     ppm_path = None if config.ppm == layout.NO_PPM else str(layout.ppm_dir(config.ppm).resolve())
     spec = WorkerSpec(engine_kind, str(layout.model_dir(config.policy).resolve()), engine_options,
-                      vars(sandbox_config), ppm_path)  # fmt: skip
+                      vars(sandbox_config), ppm_path, dict(params.get("ppm_scorer") or {}))  # fmt: skip
     # Connects to the cluster (ray) before any work, so a bad address costs nothing.
     executor = make_executor(rollout_config.executor, spec, ray_config)
 
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     policy_path = layout.model_dir(config.policy)
     key = fingerprint({
         "round": round_key, "config": vars(config), "mcts": vars(mcts_config),
-        "engine": [engine_kind, engine_options], "problems": [vars(p) for p in problems],
+        "engine": [engine_kind, engine_options], "ppm_scorer": spec.ppm_scorer,
+        "problems": [vars(p) for p in problems],
         "policy": _folder_signature(policy_path),
         "ppm": _folder_signature(layout.ppm_dir(config.ppm)),
     })  # fmt: skip
