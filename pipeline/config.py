@@ -215,6 +215,28 @@ class VLLMOptions:
         _positive(self, "kv_cache_gib")
 
 
+@dataclass(frozen=True)
+class PPMScorerConfig:
+    """`ppm_scorer`: how rollouts and evaluation score texts with the PPM (pipeline.models):
+    `torch` (pipeline.models.ppm.PPM, a padded batch) or `vllm` (the PPM run as a pooling
+    model, whose prefix cache serves the long prefixes sibling texts share:
+    benchmarks/bench_ppm.py). The other keys are vllm's."""
+
+    GROUP: ClassVar[str] = "ppm_scorer"
+
+    kind: Literal["torch", "vllm"] = "torch"
+    dtype: str = "bfloat16"  # vLLM's fast CPU path; scores agree with fp32 torch to ~1e-2
+    kv_cache_gib: float = 1.0  # prefix cache of the scored texts (a second engine's KV cache)
+    enforce_eager: bool = True
+    threads: int | None = None  # CPU threads (None: every core this process may use)
+    in_process: bool = True  # engine core in this process, as the vllm engine's default
+
+    def __post_init__(self) -> None:
+        _positive(self, "kv_cache_gib")
+        _at_least(self, 1, "threads", optional=True)
+        _choices(self)
+
+
 def engine_config(params: dict[str, Any]) -> EngineConfig:
     """The `engine` group: its kind checked, and vllm's own options typed and in range."""
     values = params.get("engine") or {}

@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pipeline.config import EXECUTOR_KINDS, RayConfig, SandboxConfig, engine_config, group
+from pipeline.config import (
+    EXECUTOR_KINDS,
+    PPMScorerConfig,
+    RayConfig,
+    SandboxConfig,
+    engine_config,
+    group,
+)
 from pipeline.search.mcts import Problem
 
 
@@ -45,17 +52,32 @@ class WorkerSpec:
     engine_options: dict = field(default_factory=dict)
     sandbox: dict = field(default_factory=dict)  # pipeline.execution.sandbox.Sandbox's arguments
     ppm_path: str | None = None
+    ppm_scorer: dict = field(default_factory=dict)  # the `ppm_scorer` group (PPMScorerConfig)
 
     @classmethod
     def from_params(
         cls, params: dict[str, Any], policy: Path, ppm: Path | None = None
     ) -> WorkerSpec:
         """The `engine` group's engine on ``policy``, the `sandbox` group's sandbox and, when
-        given, the PPM; folders as absolute paths, as every node must see them."""
+        given, the PPM scored as `ppm_scorer` says; folders as absolute paths, as every node
+        must see them."""
         engine = engine_config(params)
         sandbox = vars(group(params, "sandbox", SandboxConfig))
+        scorer = vars(group(params, "ppm_scorer", PPMScorerConfig))
         return cls(engine.kind, str(Path(policy).resolve()), engine.options, sandbox,
-                   str(Path(ppm).resolve()) if ppm is not None else None)  # fmt: skip
+                   str(Path(ppm).resolve()) if ppm is not None else None, scorer)  # fmt: skip
+
+
+def build_scorer(path: str, options: dict):
+    """The PPM of ``path``, scored on torch or through vLLM as the `ppm_scorer` group says."""
+    config = PPMScorerConfig(**options)
+    if config.kind == "vllm":
+        from pipeline.models.ppm_vllm import VLLMScorer
+
+        return VLLMScorer(path, config)
+    from pipeline.models.ppm import PPM
+
+    return PPM.load(path)
 
 
 class Worker:
@@ -75,21 +97,24 @@ class Worker:
                     f"model folder {path} is not on {socket.gethostname()} "
                     "(every node must see data/models at the same path)"
                 )
-        scorer = None
-        if spec.ppm_path is not None:
-            from pipeline.models.ppm import PPM
-
-            scorer = PPM.load(spec.ppm_path)
+        # The engine first: a vLLM scorer's environment defaults (in process) must not
+        # override what the engine's options ask for.
         engine = make_engine(spec.engine_kind, spec.model_path, **spec.engine_options)
+        scorer = None
         try:
+            if spec.ppm_path is not None:
+                scorer = build_scorer(spec.ppm_path, spec.ppm_scorer)
             sandbox = Sandbox(**spec.sandbox)
         except BaseException:
+            getattr(scorer, "close", lambda: None)()
             engine.close()
             raise
         return cls(engine, sandbox, scorer)
 
     def close(self) -> None:
-        for part in (self.sandbox, self.engine):
+        # The scorer before the engine: an in-process vllm engine's close tears down the
+        # torch.distributed group that a vLLM scorer in the same process also uses.
+        for part in (self.sandbox, self.scorer, self.engine):
             close = getattr(part, "close", None)
             if close is not None:
                 close()

@@ -19,6 +19,7 @@ from pipeline.config import (
     ModelConfig,
     PairsConfig,
     ParamsError,
+    PPMScorerConfig,
     RayConfig,
     RolloutConfig,
     RoundConfig,
@@ -40,6 +41,7 @@ GROUPS = {
     "warm_start": WarmStartConfig, "rollout": RolloutConfig, "sft": SFTConfig,
     "pairs": PairsConfig, "train_policy": TrainPolicyConfig, "train_ppm": TrainConfig,
     "evaluate": EvalConfig, "curriculum": CurriculumConfig, "ray": RayConfig,
+    "ppm_scorer": PPMScorerConfig,
 }  # fmt: skip
 
 # Per group: a value of the wrong type and a value out of range, with the line each must give.
@@ -58,6 +60,7 @@ BAD_VALUES = {
                    ("bootstrap_problems", -1, ">= 0")),
     "ray": (("num_cpus", "one", "a number"), ("num_gpus", -1, ">= 0")),
     "evaluate": (("samples", "four", "a whole number"), ("mcts_children", 0, ">= 1")),
+    "ppm_scorer": (("kv_cache_gib", "one", "a number"), ("kv_cache_gib", 0, "> 0")),
 }  # fmt: skip
 
 
