@@ -45,7 +45,12 @@ def policy(repo: Path) -> str:
 def load(folder: Path, config: str):
     import datasets
 
-    return datasets.load_dataset(str(folder), config)["train"]
+    # Its own cache: `datasets` keys a local folder's cache by the config, not the files, so
+    # the shared default cache would serve an earlier build's rows (and HF_DATASETS_CACHE is
+    # read once, when `datasets` is first imported).
+    return datasets.load_dataset(str(folder), config, cache_dir=str(folder.parent / "cache"))[
+        "train"
+    ]
 
 
 def card_snippets(folder: Path) -> dict[str, str]:
