@@ -122,6 +122,18 @@ def test_bootstrap_set_is_train_problems_with_solutions_at_the_bootstrap_levels(
     assert len(bootstrap_problem_ids(frame, CurriculumConfig())) == 5
 
 
+def test_a_cap_takes_the_levels_in_turn():
+    # By problem_id the first three are all level 3; a cap of 3 takes one problem of each level.
+    levels = [3, 3, 3, 1, 2]
+    frame = pl.DataFrame({
+        "problem_id": [f"p{i}" for i in range(5)], "question": ["q"] * 5, "answer": ["1"] * 5,
+        "split": ["train"] * 5, "solution": [None] * 5,
+        "meta": [f'{{"level": {level}}}' for level in levels],
+    })  # fmt: skip
+    config = round_config({"rounds": {"r1": {"rollouts": 2, "problems": 3}}}, "r1")
+    assert [p.problem_id for p in training_problems(frame, config, None)] == ["p0", "p3", "p4"]
+
+
 def test_rounds_can_leave_the_bootstrap_set_out():
     frame = curriculum_frame()
     curriculum = CurriculumConfig(bootstrap_levels=[1, 2], rounds_exclude_bootstrap=True)

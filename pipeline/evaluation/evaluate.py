@@ -30,7 +30,7 @@ from pipeline.search.mcts import (
     SearchStats,
     SearchTree,
 )  # fmt: skip
-from pipeline.search.rounds import problem_level
+from pipeline.search.rounds import levels_in_turn
 from pipeline.search.tree import Node, walk
 
 
@@ -332,19 +332,8 @@ def held_out_problems(config: EvalConfig) -> tuple[list[Problem], dict[str, str]
         from pipeline.problems.sources import load_problems
 
         frame = load_problems(config.source)
-    by_level: dict[str, list[dict]] = {}
-    for row in sorted(frame.iter_rows(named=True), key=lambda row: row["problem_id"]):
-        by_level.setdefault(str(problem_level(row.get("meta")) or "all"), []).append(row)
-    # Round-robin over the levels: the i-th problem of every level before any (i+1)-th.
-    ranked = sorted(
-        (
-            (index, level, row)
-            for level, group in by_level.items()
-            for index, row in enumerate(group)
-        ),
-        key=lambda item: (item[0], item[1]),
-    )
+    ranked = levels_in_turn(frame.iter_rows(named=True))
     if config.problems:
         ranked = ranked[: config.problems]
-    problems = [Problem(row["problem_id"], row["question"], row["answer"]) for _, _, row in ranked]
-    return problems, {row["problem_id"]: level for _, level, row in ranked}
+    problems = [Problem(row["problem_id"], row["question"], row["answer"]) for _, row in ranked]
+    return problems, {row["problem_id"]: level for level, row in ranked}

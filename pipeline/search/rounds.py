@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import polars as pl
@@ -75,27 +76,48 @@ def problem_level(meta: str | None) -> int | None:
     return int(found.group()) if found else None
 
 
+def levels_in_turn(rows: Iterable[dict]) -> list[tuple[str, dict]]:
+    """Rows (with a `meta`) ordered level by level in turn: the first problem (by problem_id) of
+    every level, then the second of every level, ...; each with its level (`all` when none).
+    Any cut of the result keeps the levels balanced: how both the rounds' `problems` cap and
+    the evaluation's `problems` count pick their problems."""
+    by_level: dict[str, list[dict]] = {}
+    for row in sorted(rows, key=lambda row: row["problem_id"]):
+        by_level.setdefault(str(problem_level(row.get("meta")) or "all"), []).append(row)
+    ranked = sorted(
+        (
+            (index, level, row)
+            for level, group in by_level.items()
+            for index, row in enumerate(group)
+        ),
+        key=lambda item: (item[0], item[1]),
+    )
+    return [(level, row) for _, level, row in ranked]
+
+
 def training_problems(
     problems: pl.DataFrame, config: RoundConfig, status: pl.DataFrame | None,
     curriculum: CurriculumConfig = CurriculumConfig(),
 ) -> list[Problem]:  # fmt: skip
     """What a round searches, and how hard: the one home of that rule (docs/algorithm.md,
-    Rounds). The `train` problems by `problem_id`, without the bootstrap set when
-    `curriculum.rounds_exclude_bootstrap`, then the round's `problems` cap; each carries its
-    rollout budget, `unsolved_rollouts` for a problem no earlier round solved (``status``: the
-    previous round's problem_status; when set), else `rollouts`."""
-    frame = problems.filter(pl.col("split") == "train").sort("problem_id")
+    Rounds). The `train` problems, without the bootstrap set when
+    `curriculum.rounds_exclude_bootstrap`, then the round's `problems` cap, taken level by level
+    in turn (:func:`levels_in_turn`) so that a cap never leaves the search only the levels that
+    sort first; each carries its rollout budget, `unsolved_rollouts` for a problem no earlier
+    round solved (``status``: the previous round's problem_status; when set), else `rollouts`."""
+    frame = problems.filter(pl.col("split") == "train")
     if curriculum.rounds_exclude_bootstrap:
         frame = frame.filter(
             ~pl.col("problem_id").is_in(bootstrap_problem_ids(problems, curriculum))
         )
+    rows = [row for _, row in levels_in_turn(frame.iter_rows(named=True))]
     if config.problems is not None:
-        frame = frame.head(config.problems)
+        rows = rows[: config.problems]
     unsolved: set[str] = set()
     if status is not None and config.unsolved_rollouts is not None:
         unsolved = set(status.filter(~pl.col("solved_ever"))["problem_id"].to_list())
     return [
         Problem(row["problem_id"], row["question"], row["answer"],
                 rollouts=config.unsolved_rollouts if row["problem_id"] in unsolved else config.rollouts)
-        for row in frame.iter_rows(named=True)
+        for row in sorted(rows, key=lambda row: row["problem_id"])
     ]  # fmt: skip
