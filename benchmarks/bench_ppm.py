@@ -17,18 +17,17 @@ scores a few hundred texts, the paper's hundreds of thousands.
 The PPM is SmolLM2-135M-Instruct (converted once from the packaged GGUF, as in
 benchmarks/bench_engine.py) with a value head drawn at random and scaled so that raw values
 spread over most of tanh's range (an untrained head gives values near 0, where any two
-scorers agree). The vLLM path runs the same weights exported once as a
-``LlamaForSequenceClassification`` folder (``score`` = our value head, bias included):
-``LLM(runner="pooling")`` with LAST pooling and no activation gives the raw value ``v`` of the
-last token, and ``tanh(v / 5)`` is applied here, as the PPM does. Token ids come from the PPM's
-own tokenizer (left truncation at ``max_length``), so both paths see the same tokens.
+scorers agree). It is saved as a round's PPM stage saves it, and the vLLM path is the
+pipeline's own scorer on that folder (pipeline.models.ppm_vllm.VLLMScorer: the weights exported
+as a ``LlamaForSequenceClassification``, LAST pooling, ``tanh(v / 5)`` applied after), fed the
+PPM tokenizer's ids, so both paths see the same tokens.
 
 Texts and call sizes are those of a PPM-augmented rollout shard: ``--problems`` trees (the
 default profile's ``rollout.shard_size``, 16) each expand one node per call into
 ``--children`` (``mcts.n_children``, 3) new steps, and each call scores all of them
-(pipeline.mcts: one PPM call per expansion). The trajectory of each tree then goes one step
+(pipeline.search.mcts: one PPM call per expansion). The trajectory of each tree then goes one step
 deeper, ``--depth`` calls in all (``mcts.max_depth``, 8). Steps are the generator's reference
-code steps (pipeline.steps helpers; siblings are different steps), after the SFT prompt.
+code steps (pipeline.search.steps helpers; siblings are different steps), after the SFT prompt.
 A warm-up call on other problems runs first on each path and is not timed.
 
 Both paths run in this one process, torch first (vLLM, built in process, pins torch's thread
@@ -41,7 +40,6 @@ out of the rates. Last line: `speedup: N.Nx` (vLLM over the current torch path, 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random
@@ -56,11 +54,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
 
 from benchmarks.bench_engine import smollm2_folder  # noqa: E402
+from pipeline.config import PPMScorerConfig  # noqa: E402
 from pipeline.models.base import default_cache_dir  # noqa: E402
-from pipeline.models.ppm import PPM, score_from_value  # noqa: E402
+from pipeline.models.ppm import PPM  # noqa: E402
+from pipeline.models.ppm_vllm import VLLMScorer  # noqa: E402
 from pipeline.problems import load_problems  # noqa: E402
 from pipeline.search import steps  # noqa: E402
 
@@ -92,22 +91,6 @@ def shard_calls(questions: list[str], pool: list[str], children: int, depth: int
             trajectory.append(siblings[0])  # the search goes on below one of them
         calls.append(texts)
     return calls
-
-
-def export_seq_cls(ppm: PPM, folder: Path) -> Path:
-    """The PPM as a Hugging Face ``LlamaForSequenceClassification`` folder vLLM can pool."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in ppm.backbone.state_dict().items()}
-    tensors["score.weight"] = ppm.value_head.weight.detach().contiguous()
-    tensors["score.bias"] = ppm.value_head.bias.detach().contiguous()
-    save_file(tensors, str(folder / "model.safetensors"))
-    config = ppm.backbone.config.to_dict() | {
-        "architectures": ["LlamaForSequenceClassification"],
-        "num_labels": 1, "id2label": {"0": "value"}, "label2id": {"value": 0},
-    }  # fmt: skip
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
-    ppm.tokenizer.save_pretrained(folder)
-    return folder
 
 
 def calibrate(ppm: PPM, texts: list[str], spread: float = 2.5) -> None:
@@ -147,7 +130,7 @@ def main() -> None:
           f"{min(lengths)}-{max(lengths)} tokens (mean {statistics.fmean(lengths):.0f}); "
           f"torch threads {torch.get_num_threads()}", flush=True)  # fmt: skip
     calibrate(ppm, [t for c in warm for t in c])
-    folder = export_seq_cls(ppm, default_cache_dir() / "bench" / "ppm_seq_cls")
+    folder = ppm.save(default_cache_dir() / "bench" / "ppm")  # what a round's PPM stage saves
 
     results = {}
     for name, dtype in (("torch fp32", torch.float32), ("torch bf16", torch.bfloat16)):
@@ -161,22 +144,10 @@ def main() -> None:
               f"batch {args.torch_batch}", flush=True)  # fmt: skip
     ppm.float()
 
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # as pipeline's vllm engine
-    os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
-    from vllm import LLM
-
     started = time.perf_counter()
-    llm = LLM(model=str(folder), runner="pooling", dtype=args.vllm_dtype, enforce_eager=True,
-              max_model_len=ppm.max_length, kv_cache_memory_bytes=1 << 30,
-              pooler_config={"seq_pooling_type": "LAST", "use_activation": False})  # fmt: skip
+    scorer = VLLMScorer(folder, PPMScorerConfig(kind="vllm", dtype=args.vllm_dtype))
     startup = time.perf_counter() - started
-
-    def vllm_score(batch: list[str]) -> list[float]:
-        ids = [ppm.encode([t])["input_ids"][0].tolist() for t in batch]
-        outs = llm.classify([{"prompt_token_ids": i} for i in ids], use_tqdm=False)
-        values = torch.tensor([o.outputs.probs[0] for o in outs], dtype=torch.float64)
-        return score_from_value(values).tolist()
-
+    vllm_score = scorer.score
     run_calls(vllm_score, warm)
     scores, seconds = run_calls(vllm_score, calls)
     name = f"vllm {args.vllm_dtype}"
@@ -195,6 +166,7 @@ def main() -> None:
         f"vllm over torch bf16: {results['torch bf16'][1] / vllm_s:.1f}x; "
         f"start-up is {startup / vllm_s * len(texts):.0f} texts' worth of vLLM scoring"
     )
+    scorer.close()
     print(f"speedup: {results['torch fp32'][1] / vllm_s:.1f}x")
 
 
