@@ -5,7 +5,8 @@ report and `rstar eval`.
 Held-out problems are cut into shards of ``evaluate.shard_size``; shard i samples and searches
 with ``shard_seed(evaluate.seed, i)``, each shard returns its per-problem outcomes, and the
 driver merges them in shard order into the metrics of
-:func:`pipeline.evaluation.evaluate.evaluate`. So the metrics depend on the seed and the shard size, never on the executor or on finishing order.
+:func:`pipeline.evaluation.evaluate.evaluate`. So the metrics depend on the seed and the shard
+size, never on the executor or on finishing order.
 """
 
 from __future__ import annotations
