@@ -267,8 +267,8 @@ def problem_outcomes(
                 engine, sandbox, problems, n, search, config.temperature, seed, bar
             )
         methods[f"maj_at_{n}"] = majority_at_k(sampled)
-    if scorer is not None and n > 0:
-        methods[f"ppm_best_of_{n}"] = best_of_n(sampled, scorer, search.prompt_style)
+        if scorer is not None:
+            methods[f"ppm_best_of_{n}"] = best_of_n(sampled, scorer, search.prompt_style)
     if scorer is not None:
         if config.mcts_rollouts > 0:
             with progress(len(problems), "PPM-guided MCTS") as bar:
