@@ -80,7 +80,12 @@ def evaluate_models(
     policy: Path = typer.Option(..., help="policy model folder (Hugging Face format)"),
     ppm: Path = typer.Option(None, help="PPM folder; enables best-of-N and PPM-guided MCTS"),
     problems: str = typer.Option(
-        "seeds", help="`seeds` (test split of data/seeds) or any problem source"
+        "seeds", help="`seeds` (a split of data/seeds/problems.parquet) or any problem source"
+    ),
+    split: str = typer.Option(
+        None,
+        help="with `seeds`: test (to report) or validation (to tune on); default: the "
+        "params file's evaluate.split",
     ),
     limit: int = typer.Option(50, help="evaluate at most this many problems (0 = all)"),
     samples: int = typer.Option(8, help="N of pass@N, maj@N and best-of-N (0: none of them)"),
@@ -92,16 +97,21 @@ def evaluate_models(
     """Evaluate a policy (and PPM) on held-out problems: greedy, pass@N, best-of-N, PPM-guided MCTS."""
     import json
 
-    from pipeline.config import EvalConfig, group, load_params
+    from pipeline.config import EvalConfig, ParamsError, group, load_params
     from pipeline.evaluation.sharded import run_evaluation
     from pipeline.executors import ExecutorError
     from pipeline.io import write_json
     from pipeline.problems.sources import ProblemSourceError
 
     settings = load_params(params)
-    config = group(
-        settings, "evaluate", EvalConfig, source=problems, problems=limit, samples=samples
-    )
+    chosen = {"source": problems, "problems": limit, "samples": samples}
+    if split is not None:
+        chosen["split"] = split
+    try:  # a bad value is one line, as in the stages
+        config = group(settings, "evaluate", EvalConfig, **chosen)
+    except ParamsError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
     try:  # a bad problem file or cluster fails in a second, in one line, before any model loads
         metrics = run_evaluation(settings, config, policy, ppm)
     except (ProblemSourceError, ExecutorError) as error:

@@ -1,8 +1,9 @@
 """Stage `evaluate@rN`: round N's policy and PPM on held-out problems.
 
 Greedy, pass@N, maj@N, PPM best-of-N and PPM-guided MCTS with a vote
-(pipeline.evaluation.evaluate), each with its 95% interval, in shards on the configured executor (pipeline.evaluation.sharded). The
-`evaluate` group applies, with the round's own overrides (`rounds.rN.evaluate`). Writes
+(pipeline.evaluation.evaluate), each with its 95% interval, in shards on the configured executor
+(pipeline.evaluation.sharded). The `evaluate` group applies, with the round's own overrides
+(`evaluate.rounds.rN`). Writes
 data/eval/rN.json; the round's summary stage turns its accuracies into DVC metrics.
 """
 
