@@ -111,3 +111,27 @@ def test_impossible_requests_are_refused_before_any_work(engine):
         engine.generate(PROMPTS, n=0)
     with pytest.raises(ValueError, match="top_p must be in"):
         engine.generate(PROMPTS, top_p=0)
+
+
+def test_an_fp32_checkpoint_served_in_bf16_warns_once_not_once_per_weight(tiny_model_dir):
+    import logging
+
+    from pipeline.models.engines.vllm_engine import import_vllm
+
+    import_vllm()  # installs the project's filter first
+    casts = []
+
+    def count(record):  # a filter after it sees what gets through; vLLM's logging set-up
+        if record.getMessage().startswith("Attempted to load weight"):  # drops handlers
+            casts.append(record)
+        return True
+
+    weights_logger = logging.getLogger("vllm.model_executor.models.utils")
+    weights_logger.addFilter(count)
+    try:
+        options = TINY_OPTIONS | {"dtype": "bfloat16"}  # the tiny model is saved in fp32
+        with make_engine("vllm", str(tiny_model_dir), **options):
+            pass
+    finally:
+        weights_logger.removeFilter(count)
+    assert len(casts) == 1  # its weight tensors, one line

@@ -22,6 +22,7 @@ rollout equals an uninterrupted one). Two settings make that hold on CPU:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,7 +51,33 @@ def import_vllm() -> Any:
         import vllm
     except ImportError:
         raise ImportError(VLLM_MISSING) from None
+    _one_cast_warning_per_process()
     return vllm
+
+
+class _FirstCastOnly(logging.Filter):
+    """Lets through the first of vLLM's per-weight "Attempted to load weight ... with dtype"
+    warnings and drops the rest: an fp32 checkpoint served in bf16 (engine.dtype) otherwise
+    writes one line per tensor, several hundred per stage, which buries the progress bars."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Attempted to load weight"):
+            return True
+        if self.seen:
+            return False
+        self.seen = True
+        record.msg += " (the same cast of the checkpoint's other weights is not shown)"
+        return True
+
+
+def _one_cast_warning_per_process() -> None:
+    weights_logger = logging.getLogger("vllm.model_executor.models.utils")
+    if not any(isinstance(f, _FirstCastOnly) for f in weights_logger.filters):
+        weights_logger.addFilter(_FirstCastOnly())
 
 
 def llm_arguments(options: VLLMOptions) -> dict[str, Any]:
