@@ -27,7 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import PPMScorerConfig, VLLMOptions
-from pipeline.models.engines.vllm_engine import GIB, import_vllm, prepare_environment
+from pipeline.models.engines.vllm_engine import (
+    GIB,
+    freeze_imported_objects,
+    import_vllm,
+    prepare_environment,
+)
 
 
 def export_seq_cls(ppm: Any, folder: Path | str) -> Path:
@@ -68,6 +73,7 @@ class VLLMScorer:
         try:
             export_seq_cls(ppm, self._folder)
             del ppm
+            freeze_imported_objects()
             prepare_environment(
                 VLLMOptions(in_process=self.options.in_process, threads=self.options.threads)
             )

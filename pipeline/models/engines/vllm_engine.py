@@ -22,6 +22,7 @@ rollout equals an uninterrupted one). Two settings make that hold on CPU:
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 from collections.abc import Sequence
@@ -74,6 +75,16 @@ class _FirstCastOnly(logging.Filter):
         return True
 
 
+def freeze_imported_objects() -> None:
+    """Collect garbage once, then move every object still alive (the millions that torch,
+    transformers and vllm import) out of the garbage collector's reach. vLLM collects several
+    times while it sizes its memory, and each pass over those objects cost 1-2 s of a stage's
+    start-up here (engine start 4.2-5.6 s against 2.6-2.8 s frozen). Frozen objects are still
+    freed when their last reference goes; only reference cycles among them are kept."""
+    gc.collect()
+    gc.freeze()
+
+
 def _one_cast_warning_per_process() -> None:
     weights_logger = logging.getLogger("vllm.model_executor.models.utils")
     if not any(isinstance(f, _FirstCastOnly) for f in weights_logger.filters):
@@ -123,6 +134,7 @@ class VLLMEngine(Engine):
         prepare_environment(ours)
         self._vllm = vllm
         self.options = ours
+        freeze_imported_objects()
         self.llm = vllm.LLM(model=str(model), **(llm_arguments(ours) | extra))
         self._strip = own_special_strings(self.llm.get_tokenizer())
 
