@@ -135,3 +135,16 @@ def test_an_fp32_checkpoint_served_in_bf16_warns_once_not_once_per_weight(tiny_m
     finally:
         weights_logger.removeFilter(count)
     assert len(casts) == 1  # its weight tensors, one line
+
+
+def test_the_heap_is_frozen_only_while_an_engine_is_built():
+    import gc
+
+    from pipeline.models.engines.vllm_engine import frozen_heap
+
+    with frozen_heap():
+        assert gc.get_freeze_count() > 0  # vLLM's own collections skip what was imported
+    assert gc.get_freeze_count() == 0  # later garbage, cycles included, is collected again
+    with pytest.raises(RuntimeError), frozen_heap():
+        raise RuntimeError("vLLM failed to start")
+    assert gc.get_freeze_count() == 0

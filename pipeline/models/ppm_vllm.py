@@ -29,7 +29,7 @@ from typing import Any
 from pipeline.config import PPMScorerConfig, VLLMOptions
 from pipeline.models.engines.vllm_engine import (
     GIB,
-    freeze_imported_objects,
+    frozen_heap,
     import_vllm,
     prepare_environment,
 )
@@ -73,17 +73,17 @@ class VLLMScorer:
         try:
             export_seq_cls(ppm, self._folder)
             del ppm
-            freeze_imported_objects()
             prepare_environment(
                 VLLMOptions(in_process=self.options.in_process, threads=self.options.threads)
             )
-            self.llm = vllm.LLM(
-                model=str(self._folder), runner="pooling", dtype=self.options.dtype,
-                enforce_eager=self.options.enforce_eager, max_model_len=self.max_length,
-                kv_cache_memory_bytes=int(self.options.kv_cache_gib * GIB),
-                enable_prefix_caching=True,
-                pooler_config={"seq_pooling_type": "LAST", "use_activation": False},
-            )  # fmt: skip
+            with frozen_heap():
+                self.llm = vllm.LLM(
+                    model=str(self._folder), runner="pooling", dtype=self.options.dtype,
+                    enforce_eager=self.options.enforce_eager, max_model_len=self.max_length,
+                    kv_cache_memory_bytes=int(self.options.kv_cache_gib * GIB),
+                    enable_prefix_caching=True,
+                    pooler_config={"seq_pooling_type": "LAST", "use_activation": False},
+                )  # fmt: skip
         except BaseException:
             shutil.rmtree(self._folder, ignore_errors=True)
             raise
