@@ -221,7 +221,8 @@ def test_pairs_and_sft_take_trl_columns(smoke_repo, tmp_path, offline):
     assert sorted(published["prompt"].to_list()) == sorted(source["prefix"].to_list())
     assert "margin" not in published.columns  # TRL would subtract it in the loss
     assert sorted(published["q_margin"].to_list()) == sorted(source["margin"].to_list())
-    assert set(pairs["test"]["node_id"]) == {"n2"}
+    held_out = set(source.filter(pl.col("split") == "test")["node_id"])
+    assert "n2" in held_out and set(pairs["test"]["node_id"]) == held_out  # the pairs' own split
     sft = load(folder, "sft", offline)["train"]
     assert {"prompt", "completion"} <= set(sft.column_names)
     assert "<code>\nprint(6)\n<end_of_code>\n" in sft["completion"]
