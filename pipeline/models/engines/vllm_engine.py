@@ -76,6 +76,12 @@ class _FirstCastOnly(logging.Filter):
         return True
 
 
+def _one_cast_warning_per_process() -> None:
+    weights_logger = logging.getLogger("vllm.model_executor.models.utils")
+    if not any(isinstance(f, _FirstCastOnly) for f in weights_logger.filters):
+        weights_logger.addFilter(_FirstCastOnly())
+
+
 @contextmanager
 def frozen_heap() -> Iterator[None]:
     """Build a vLLM engine inside this: garbage is collected once, then every object alive (the
@@ -89,12 +95,6 @@ def frozen_heap() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
-
-
-def _one_cast_warning_per_process() -> None:
-    weights_logger = logging.getLogger("vllm.model_executor.models.utils")
-    if not any(isinstance(f, _FirstCastOnly) for f in weights_logger.filters):
-        weights_logger.addFilter(_FirstCastOnly())
 
 
 def llm_arguments(options: VLLMOptions) -> dict[str, Any]:
