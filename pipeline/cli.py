@@ -107,14 +107,10 @@ def evaluate_models(
     chosen = {"source": problems, "problems": limit, "samples": samples}
     if split is not None:
         chosen["split"] = split
-    try:  # a bad value is one line, as in the stages
+    try:  # a bad value, problem file or cluster fails in one line, before any model loads
         config = group(settings, "evaluate", EvalConfig, **chosen)
-    except ParamsError as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from None
-    try:  # a bad problem file or cluster fails in a second, in one line, before any model loads
         metrics = run_evaluation(settings, config, policy, ppm)
-    except (ProblemSourceError, ExecutorError) as error:
+    except (ParamsError, ProblemSourceError, ExecutorError) as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
     if output is not None:
