@@ -197,7 +197,7 @@ class VLLMOptions:
 
     GROUP: ClassVar[str] = "engine"
 
-    dtype: str = "bfloat16"  # bf16 is vLLM's fast path on CPU; the tiny test model uses float32
+    dtype: str = "auto"  # auto: bf16 on GPUs and CPUs with bf16 instructions, else fp32 (resolve_dtype)
     enforce_eager: bool = True  # torch.compile adds ~100 s of start-up for ~10% speed on CPU
     max_model_len: int = 2048  # prompt + all steps of a trajectory; bounds the KV blocks per row
     kv_cache_gib: float = 2.0  # KV cache size (what VLLM_CPU_KVCACHE_SPACE sets on CPU)
@@ -225,7 +225,7 @@ class PPMScorerConfig:
     GROUP: ClassVar[str] = "ppm_scorer"
 
     kind: Literal["torch", "vllm"] = "torch"
-    dtype: str = "bfloat16"  # vLLM's fast CPU path; scores agree with fp32 torch to ~1e-2
+    dtype: str = "auto"  # as engine.dtype; bf16 scores agree with fp32 torch to ~1e-2
     kv_cache_gib: float = 1.0  # prefix cache of the scored texts (a second engine's KV cache)
     enforce_eager: bool = True
     threads: int | None = None  # CPU threads (None: every core this process may use)

@@ -15,7 +15,12 @@ import pytest
 from pipeline.config import VLLMOptions
 from pipeline.models.engines import make_engine
 from pipeline.models.engines.base import FINISH_REASONS, Engine
-from pipeline.models.engines.vllm_engine import VLLMEngine, llm_arguments, split_options
+from pipeline.models.engines.vllm_engine import (
+    VLLMEngine,
+    llm_arguments,
+    resolve_dtype,
+    split_options,
+)
 from tests.engine_contract import (  # noqa: F401 (the shared contract tests run here too)
     PROMPTS,
     test_max_new_tokens_is_respected_and_counted,
@@ -55,6 +60,18 @@ def test_options_split_into_ours_and_the_rest_for_vllm():
     arguments = llm_arguments(ours)
     assert arguments["enable_chunked_prefill"] is False  # per-request seeds need it on CPU
     assert arguments["kv_cache_memory_bytes"] == 2 * 2**30
+
+
+def test_auto_dtype_is_bf16_only_where_the_cpu_computes_it_natively():
+    avx2_only = "flags\t\t: fpu sse sse2 avx avx2 fma f16c\n"
+    sapphire_rapids = "flags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    graviton3 = "Features\t: fp asimd sve bf16 i8mm\n"
+    assert resolve_dtype("auto", avx2_only) == "float32"
+    assert resolve_dtype("auto", sapphire_rapids) == "bfloat16"
+    assert resolve_dtype("auto", graviton3) == "bfloat16"
+    assert resolve_dtype("auto", "") == "float32"  # flags unknown: the dtype fast everywhere
+    assert resolve_dtype("bfloat16", avx2_only) == "bfloat16"  # an explicit choice is kept
+    assert VLLMOptions().dtype == "auto"
 
 
 def test_n_completions_per_prompt_in_prompt_order(engine):

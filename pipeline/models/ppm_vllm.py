@@ -4,7 +4,7 @@ Same scores as :meth:`pipeline.models.ppm.PPM.score`, ``tanh(v / 5)`` of the val
 token of ``prompt + partial solution``, computed by vLLM instead of a padded torch batch. What
 makes it faster (benchmarks/bench_ppm.py): the texts of a search share long prefixes (siblings
 differ in their last step only; each call goes one step below the last), and vLLM's prefix
-cache computes a shared prefix once; bf16 is its fast CPU path.
+cache computes a shared prefix once.
 
 How: the PPM folder is exported once per scorer, into a temporary folder, as a Hugging Face
 ``LlamaForSequenceClassification`` (``model.*`` = the backbone, ``score`` = our value head
@@ -32,6 +32,7 @@ from pipeline.models.engines.vllm_engine import (
     frozen_heap,
     import_vllm,
     prepare_environment,
+    resolve_dtype,
 )
 
 
@@ -78,7 +79,7 @@ class VLLMScorer:
             )
             with frozen_heap():
                 self.llm = vllm.LLM(
-                    model=str(self._folder), runner="pooling", dtype=self.options.dtype,
+                    model=str(self._folder), runner="pooling", dtype=resolve_dtype(self.options.dtype),
                     enforce_eager=self.options.enforce_eager, max_model_len=self.max_length,
                     kv_cache_memory_bytes=int(self.options.kv_cache_gib * GIB),
                     enable_prefix_caching=True,
