@@ -197,7 +197,7 @@ class VLLMOptions:
 
     GROUP: ClassVar[str] = "engine"
 
-    dtype: str = "auto"  # auto: bf16 on GPUs and CPUs with bf16 instructions, else fp32 (resolve_dtype)
+    dtype: str = "auto"  # bf16 on GPUs and CPUs with bf16 instructions, else fp32 (resolve_dtype)
     enforce_eager: bool = True  # torch.compile adds ~100 s of start-up for ~10% speed on CPU
     max_model_len: int = 2048  # prompt + all steps of a trajectory; bounds the KV blocks per row
     kv_cache_gib: float = 2.0  # KV cache size (what VLLM_CPU_KVCACHE_SPACE sets on CPU)
