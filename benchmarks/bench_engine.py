@@ -5,7 +5,8 @@ from the packaged GGUF into a cache folder) and 24 train problems of the default
 its search settings but one rollout per problem and ``--depth`` steps at most. Both engines run
 in this one process, transformers first (vLLM, built in process, pins torch's thread count for
 the rest of the process). vLLM takes its options from the default profile's ``engine`` block;
-the transformers engine runs in bf16, its faster dtype on CPU, so the ratio is not flattered.
+the transformers engine runs in the dtype ``auto`` resolves to on this machine (bf16 where the
+CPU has bf16 instructions, else fp32), its faster one, so the ratio is not flattered.
 
 Start-up is timed apart and left out of the rates. The two engines draw different samples,
 so their trees differ; the figure compared is generated tokens per second of search.
@@ -32,6 +33,7 @@ from pipeline.config import MCTSConfig  # noqa: E402
 from pipeline.execution.sandbox import Sandbox  # noqa: E402
 from pipeline.models.base import convert_gguf, default_cache_dir, find_smollm2_gguf  # noqa: E402
 from pipeline.models.engines import make_engine  # noqa: E402
+from pipeline.models.engines.vllm_engine import resolve_dtype  # noqa: E402
 from pipeline.problems.sources import load_problems  # noqa: E402
 from pipeline.search.mcts import MCTS, Problem  # noqa: E402
 
@@ -104,7 +106,7 @@ def main() -> None:
     with Sandbox(**sandbox_options) as sandbox:
         hf = measure(
             "transformers",
-            lambda: make_engine("transformers", model, dtype="bfloat16", batch_size=32),
+            lambda: make_engine("transformers", model, dtype=resolve_dtype("auto"), batch_size=32),
             problems, config, sandbox,
         )  # fmt: skip
         vllm = measure(

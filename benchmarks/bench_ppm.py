@@ -58,6 +58,7 @@ import torch  # noqa: E402
 from benchmarks.bench_engine import smollm2_folder  # noqa: E402
 from pipeline.config import PPMScorerConfig  # noqa: E402
 from pipeline.models.base import default_cache_dir  # noqa: E402
+from pipeline.models.engines.vllm_engine import resolve_dtype  # noqa: E402
 from pipeline.models.ppm import PPM  # noqa: E402
 from pipeline.models.ppm_vllm import VLLMScorer  # noqa: E402
 from pipeline.problems import load_problems  # noqa: E402
@@ -114,7 +115,9 @@ def main() -> None:
     parser.add_argument("--children", type=int, default=3)
     parser.add_argument("--depth", type=int, default=8)
     parser.add_argument("--torch-batch", type=int, default=16)
-    parser.add_argument("--vllm-dtype", default="bfloat16")
+    parser.add_argument(
+        "--vllm-dtype", default="auto", help="auto: as the default profile resolves it"
+    )
     args = parser.parse_args()
 
     questions, pool = reference_steps(2 * args.problems)
@@ -144,13 +147,14 @@ def main() -> None:
               f"batch {args.torch_batch}", flush=True)  # fmt: skip
     ppm.float()
 
+    vllm_dtype = resolve_dtype(args.vllm_dtype)
     started = time.perf_counter()
-    scorer = VLLMScorer(folder, PPMScorerConfig(kind="vllm", dtype=args.vllm_dtype))
+    scorer = VLLMScorer(folder, PPMScorerConfig(kind="vllm", dtype=vllm_dtype))
     startup = time.perf_counter() - started
     vllm_score = scorer.score
     run_calls(vllm_score, warm)
     scores, seconds = run_calls(vllm_score, calls)
-    name = f"vllm {args.vllm_dtype}"
+    name = f"vllm {vllm_dtype}"
     results[name] = (scores, seconds)
     print(f"{name:>12}: {len(texts) / seconds:6.1f} texts/s ({seconds:.1f} s), "
           f"start-up {startup:.1f} s", flush=True)  # fmt: skip
@@ -161,7 +165,7 @@ def main() -> None:
         diffs = [abs(a - b) for a, b in zip(scores, reference)]
         print(f"{name:>12} vs torch fp32: max |score diff| {max(diffs):.4f}, "
               f"mean {statistics.fmean(diffs):.4f}")  # fmt: skip
-    vllm_s = results[f"vllm {args.vllm_dtype}"][1]
+    vllm_s = results[name][1]
     print(
         f"vllm over torch bf16: {results['torch bf16'][1] / vllm_s:.1f}x; "
         f"start-up is {startup / vllm_s * len(texts):.0f} texts' worth of vLLM scoring"
