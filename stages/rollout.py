@@ -26,6 +26,7 @@ from pipeline.config import (
 )
 from pipeline.executors import ExecutorError, WorkerSpec, make_executor
 from pipeline.io import write_json, write_parquet
+from pipeline.models.engines.vllm_engine import resolve_dtype
 from pipeline.search.mcts import Problem
 from pipeline.search.rollout import fingerprint, run_sharded
 from pipeline.search.rounds import (
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     key = fingerprint({
         "round": round_key, "config": vars(config), "mcts": vars(mcts_config),
         "engine": [spec.engine_kind, spec.engine_options], "problems": [vars(p) for p in problems],
+        # What `dtype: auto` means on this machine: shards made in another dtype are not reused.
+        "auto_dtype": resolve_dtype("auto"), "ppm_scorer": spec.ppm_scorer,
         "policy": _folder_signature(policy_path),
         "ppm": _folder_signature(layout.ppm_dir(config.ppm)),
     })  # fmt: skip
