@@ -79,7 +79,8 @@ class VLLMScorer:
             )
             with frozen_heap():
                 self.llm = vllm.LLM(
-                    model=str(self._folder), runner="pooling", dtype=resolve_dtype(self.options.dtype),
+                    model=str(self._folder), runner="pooling",
+                    dtype=resolve_dtype(self.options.dtype),
                     enforce_eager=self.options.enforce_eager, max_model_len=self.max_length,
                     kv_cache_memory_bytes=int(self.options.kv_cache_gib * GIB),
                     enable_prefix_caching=True,
