@@ -97,12 +97,19 @@ def main(argv: list[str] | None = None) -> None:
 
     bar = tqdm(total=len(problems), desc=f"rollout {round_key}", unit="problem")
 
+    finished = {"nodes": 0, "tokens": 0}  # of the shards searched so far in this run
+
     def on_progress(stats) -> None:
+        # stats are the running shard's; the rate is over this run's whole search
+        tokens = finished["tokens"] + stats.tokens
         bar.set_postfix(
-            nodes=stats.nodes, tok_s=f"{stats.tokens / max(bar.format_dict['elapsed'], 1e-9):.0f}"
+            nodes=finished["nodes"] + stats.nodes,
+            tok_s=f"{tokens / max(bar.format_dict['elapsed'], 1e-9):.0f}",
         )
 
     def on_shard(index: int, count: int, stats) -> None:
+        finished["nodes"] += stats.nodes
+        finished["tokens"] += stats.tokens
         bar.update(count)
 
     with executor:

@@ -60,7 +60,9 @@ def test_vllm_and_torch_scores_agree(saved_ppm, scorer) -> None:
     assert max(values) - min(values) > 0.5  # a spread where a wrong token would show
     assert scorer.raw_values(TEXTS) == pytest.approx(values, abs=1e-4)
     assert scorer.score(TEXTS) == pytest.approx(ppm.score(TEXTS), abs=1e-4)
-    # again, now from vLLM's prefix cache, one by one and in reverse: still the same values
+    # again, now from vLLM's prefix cache (32-token blocks on CPU, so these short texts hit
+    # it), one by one and in reverse: still the same values
+    assert scorer.llm.llm_engine.vllm_config.cache_config.block_size == 32
     assert [scorer.raw_values([t])[0] for t in reversed(TEXTS)] == pytest.approx(
         values[::-1], abs=1e-4
     )

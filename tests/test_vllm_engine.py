@@ -17,6 +17,7 @@ from pipeline.models.engines import make_engine
 from pipeline.models.engines.base import FINISH_REASONS, Engine
 from pipeline.models.engines.vllm_engine import (
     VLLMEngine,
+    cache_block_arguments,
     llm_arguments,
     resolve_dtype,
     split_options,
@@ -51,6 +52,8 @@ def test_make_engine_builds_the_vllm_engine_with_the_params_options(engine):
     assert config.cache_config.kv_cache_memory_bytes == 2**28
     assert config.cache_config.enable_prefix_caching
     assert config.model_config.enforce_eager
+    # CPU: blocks small enough for a step's prompt to hit the prefix cache (vLLM's default 128)
+    assert config.cache_config.block_size == 32
 
 
 def test_options_split_into_ours_and_the_rest_for_vllm():
@@ -60,6 +63,14 @@ def test_options_split_into_ours_and_the_rest_for_vllm():
     arguments = llm_arguments(ours)
     assert arguments["enable_chunked_prefill"] is False  # per-request seeds need it on CPU
     assert arguments["kv_cache_memory_bytes"] == 2 * 2**30
+
+
+def test_the_cache_block_is_shrunk_on_cpu_only():
+    assert cache_block_arguments(on_gpu=False) == {"block_size": 32}
+    assert cache_block_arguments(on_gpu=True) == {}  # vLLM's GPU default (16) already fits
+    # an engine option still wins over ours: extra arguments go to vllm.LLM last
+    ours, rest = split_options({"block_size": 64})
+    assert (llm_arguments(ours) | rest)["block_size"] == 64
 
 
 def test_auto_dtype_is_bf16_only_where_the_cpu_computes_it_natively():

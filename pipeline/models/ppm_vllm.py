@@ -29,6 +29,7 @@ from typing import Any
 from pipeline.config import PPMScorerConfig, VLLMOptions
 from pipeline.models.engines.vllm_engine import (
     GIB,
+    cache_block_arguments,
     frozen_heap,
     import_vllm,
     prepare_environment,
@@ -83,7 +84,7 @@ class VLLMScorer:
                     dtype=resolve_dtype(self.options.dtype),
                     enforce_eager=self.options.enforce_eager, max_model_len=self.max_length,
                     kv_cache_memory_bytes=int(self.options.kv_cache_gib * GIB),
-                    enable_prefix_caching=True,
+                    enable_prefix_caching=True, **cache_block_arguments(),
                     pooler_config={"seq_pooling_type": "LAST", "use_activation": False},
                 )  # fmt: skip
         except BaseException:
