@@ -18,6 +18,7 @@ from pipeline.models.engines.base import FINISH_REASONS, Engine
 from pipeline.models.engines.vllm_engine import (
     VLLMEngine,
     cache_block_arguments,
+    engine_arguments,
     llm_arguments,
     resolve_dtype,
     split_options,
@@ -68,9 +69,9 @@ def test_options_split_into_ours_and_the_rest_for_vllm():
 def test_the_cache_block_is_shrunk_on_cpu_only():
     assert cache_block_arguments(on_gpu=False) == {"block_size": 32}
     assert cache_block_arguments(on_gpu=True) == {}  # vLLM's GPU default (16) already fits
-    # an engine option still wins over ours: extra arguments go to vllm.LLM last
-    ours, rest = split_options({"block_size": 64})
-    assert (llm_arguments(ours) | rest)["block_size"] == 64
+    # an engine option still wins over ours: the engine builds vllm.LLM from these arguments
+    _, arguments = engine_arguments({"block_size": 64})
+    assert arguments["block_size"] == 64
 
 
 def test_auto_dtype_is_bf16_only_where_the_cpu_computes_it_natively():

@@ -108,9 +108,7 @@ def resolve_dtype(dtype: str, cpuinfo: str | None = None) -> str:
     if dtype != "auto":
         return dtype
     if cpuinfo is None:
-        import torch
-
-        if torch.cuda.is_available():
+        if _on_gpu():
             return "bfloat16"
         cpuinfo = _read_cpuinfo()
     words = set(cpuinfo.split())
@@ -136,10 +134,14 @@ def cache_block_arguments(on_gpu: bool | None = None) -> dict[str, Any]:
     of its prompt tokens at 128 and 85% at 32, and searched 1.7x faster (docs/experiments.md).
     """
     if on_gpu is None:
-        import torch
-
-        on_gpu = torch.cuda.is_available()
+        on_gpu = _on_gpu()
     return {} if on_gpu else {"block_size": CPU_CACHE_BLOCK}
+
+
+def _on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def llm_arguments(options: VLLMOptions) -> dict[str, Any]:
@@ -163,6 +165,13 @@ def split_options(options: dict[str, Any]) -> tuple[VLLMOptions, dict[str, Any]]
     return ours, {key: value for key, value in options.items() if key not in known}
 
 
+def engine_arguments(options: dict[str, Any]) -> tuple[VLLMOptions, dict[str, Any]]:
+    """(this project's options, every keyword argument of ``vllm.LLM``): the `engine` group's
+    keys that are vLLM's own win over what :func:`llm_arguments` sets."""
+    ours, extra = split_options(options)
+    return ours, llm_arguments(ours) | extra
+
+
 def prepare_environment(options: VLLMOptions) -> None:
     """Environment vLLM reads while it builds the engine (set only where the user has not).
 
@@ -180,13 +189,13 @@ class VLLMEngine(Engine):
     """``vllm.LLM`` over a local model folder (or a Hub id on machines that reach the Hub)."""
 
     def __init__(self, model: str | Path, **options: Any) -> None:
-        ours, extra = split_options(options)
+        ours, arguments = engine_arguments(options)
         vllm = import_vllm()
         prepare_environment(ours)
         self._vllm = vllm
         self.options = ours
         with frozen_heap():
-            self.llm = vllm.LLM(model=str(model), **(llm_arguments(ours) | extra))
+            self.llm = vllm.LLM(model=str(model), **arguments)
         self._strip = own_special_strings(self.llm.get_tokenizer())
 
     def generate(
