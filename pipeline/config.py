@@ -474,6 +474,11 @@ class EvalConfig:
         _at_least(self, 0, "temperature")
         _choices(self)
 
+    @property
+    def uses_ppm(self) -> bool:
+        """Whether any method asks the PPM: best-of-N ranks the samples, MCTS is guided by it."""
+        return self.samples > 0 or self.mcts_rollouts > 0
+
 
 # --------------------------------------------------------------------------- reading params
 

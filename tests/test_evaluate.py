@@ -6,7 +6,9 @@ import pytest
 
 from pipeline.config import MCTSConfig
 from pipeline.evaluation.evaluate import (
+    Chain,
     EvalConfig,
+    best_of_n,
     evaluate,
     majority,
     method_summary,
@@ -72,6 +74,36 @@ def test_best_of_n_follows_the_ppm(sandbox):
     wrong = evaluate(engine, sandbox, problems, MCTSConfig(), config, scorer=TextScorer("{13}"))
     assert right["accuracy"]["ppm_best_of_2"] == 1.0
     assert wrong["accuracy"]["ppm_best_of_2"] == 0.0
+
+
+class RecordingScorer(TextScorer):
+    """A TextScorer that records the texts of each call."""
+
+    def __init__(self, preferred: str) -> None:
+        super().__init__(preferred)
+        self.calls: list[list[str]] = []
+
+    def score(self, texts):
+        self.calls.append(list(texts))
+        return super().score(texts)
+
+
+def answered_chain(problem: Problem, step: str, correct: bool) -> Chain:
+    leaf = add_child(make_root(problem.problem_id), step)
+    leaf.terminal_kind, leaf.correct = "answer", correct
+    return Chain(problem, leaf)
+
+
+def test_best_of_n_scores_every_problem_in_one_call_and_picks_per_problem():
+    first, second, third = (Problem(f"p{i}", f"What is {i} + {i}?", str(2 * i)) for i in (1, 2, 3))
+    chains = [
+        [answered_chain(first, "wrong one", False), answered_chain(first, "right PICK", True)],
+        [Chain(second, None), Chain(second, None)],  # no answer: nothing to score, not solved
+        [answered_chain(third, "wrong PICK", False), answered_chain(third, "right one", True)],
+    ]
+    scorer = RecordingScorer("PICK")
+    assert best_of_n(chains, scorer, "sft") == [True, False, False]
+    assert len(scorer.calls) == 1 and len(scorer.calls[0]) == 4
 
 
 def test_vote_takes_the_majority_of_the_top_scored_answers():
@@ -218,3 +250,28 @@ def test_held_out_problems_take_the_levels_in_turn(tmp_path, monkeypatch):
     assert by_level == {"a": "1", "d": "2", "e": "3", "b": "1"}
     validation, _ = held_out_problems(EvalConfig(problems=0, split="validation"))
     assert [p.problem_id for p in validation] == ["v"]
+
+
+@pytest.mark.parametrize(
+    ("methods", "loads_ppm"),
+    [({"samples": 0, "mcts_rollouts": 0}, False), ({"samples": 2, "mcts_rollouts": 0}, True),
+     ({"samples": 0, "mcts_rollouts": 1}, True)],
+)  # fmt: skip
+def test_the_ppm_is_loaded_only_when_a_method_asks_for_it(
+    monkeypatch, tmp_path, methods, loads_ppm
+):
+    from pipeline.evaluation import sharded
+
+    class Captured(Exception):
+        pass
+
+    specs = []
+
+    def capture(kind, spec, ray):
+        specs.append(spec)
+        raise Captured
+
+    monkeypatch.setattr(sharded, "make_executor", capture)
+    with pytest.raises(Captured):
+        sharded.run_evaluation({}, EvalConfig(**methods), tmp_path / "policy", tmp_path / "ppm")
+    assert (specs[0].ppm_path is not None) == loads_ppm

@@ -84,17 +84,22 @@ def majority_at_k(chains: list[list[Chain]]) -> list[bool]:
 
 
 def best_of_n(chains: list[list[Chain]], scorer: Scorer, prompt_style: str) -> list[bool]:
-    """Per problem: the answered sample the PPM scores highest is correct."""
+    """Per problem: the answered sample the PPM scores highest is correct.
+
+    Every problem's samples go to the PPM in one call, so the scorer batches across problems
+    rather than N texts at a time."""
+    answered = [[chain for chain in group if chain.leaf is not None] for group in chains]
+    texts = [
+        chain.text(steps.build_prompt(chain.problem.question, prompt_style))
+        for group in answered
+        for chain in group
+    ]
+    scores = iter(scorer.score(texts) if texts else [])
     results = []
-    for group in chains:
-        answered = [chain for chain in group if chain.leaf is not None]
-        if not answered:
-            results.append(False)
-            continue
-        prompt = steps.build_prompt(answered[0].problem.question, prompt_style)
-        scores = scorer.score([chain.text(prompt) for chain in answered])
-        best = max(range(len(answered)), key=lambda i: (scores[i], -i))
-        results.append(answered[best].correct)
+    for group in answered:
+        group_scores = [next(scores) for _ in group]
+        best = max(range(len(group)), key=lambda i: (group_scores[i], -i), default=None)
+        results.append(best is not None and group[best].correct)
     return results
 
 

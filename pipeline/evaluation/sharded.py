@@ -75,11 +75,12 @@ def run_evaluation(
 ) -> dict:  # fmt: skip
     """Evaluate ``policy`` (and ``ppm``) as ``config`` says, with the `mcts` group and the
     evaluation's own overrides of it, on the executor it names. A bad cluster address or problem
-    file fails here in one line, before any engine starts."""
+    file fails here in one line, before any engine starts. A PPM that no method asks for (greedy
+    only) is not loaded."""
     search = mcts_with_overrides(params, config.mcts, "evaluate.mcts")
     executor = make_executor(
         config.executor,
-        WorkerSpec.from_params(params, policy, ppm),
+        WorkerSpec.from_params(params, policy, ppm if config.uses_ppm else None),
         group(params, "ray", RayConfig),
     )
     problems, levels = held_out_problems(config)
