@@ -121,13 +121,24 @@ def evaluate_models(
 @app.command()
 def results(
     metrics: Path = typer.Option(Path("data/metrics"), help="folder of the rounds' metrics files"),
+    evaluations: Path = typer.Option(Path("data/eval"), help="folder of the rounds' evaluations"),
+    warm_start: Path = typer.Option(
+        Path("data/models/warm_start_metrics.json"), help="the warm start's metrics (round 0)"
+    ),
 ) -> None:
-    """Print the build's results as a Markdown table: one row per round (0 is the warm start),
-    with problems solved, SFT rows, pairs and every accuracy with its 95% interval."""
-    from pipeline.evaluation.results import read_metrics, results_table
+    """Print the build's results as Markdown tables: one row per round (0 is the warm start),
+    with problems solved, SFT rows, pairs and every accuracy with its 95% interval; then the
+    rounds' greedy results compared on the same problems (gained, lost, exact McNemar p)."""
+    from pipeline.evaluation.results import (
+        paired_table,
+        read_evaluations,
+        read_metrics,
+        results_table,
+    )  # fmt: skip
 
     try:
         rows = read_metrics(metrics)
+        paired = paired_table(read_evaluations(evaluations, warm_start))
     except ValueError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
@@ -135,6 +146,8 @@ def results(
         console.print(f"[red]error:[/red] no rN.json in {metrics} (run `make repro` first)")
         raise typer.Exit(2)
     print(results_table(rows))
+    if paired:
+        print("\n" + paired)
 
 
 @app.command("diff")

@@ -4,7 +4,8 @@ Greedy, pass@N, maj@N, PPM best-of-N and PPM-guided MCTS with a vote
 (pipeline.evaluation.evaluate), each with its 95% interval, in shards on the configured executor
 (pipeline.evaluation.sharded). The `evaluate` group applies, with the round's own overrides
 (`evaluate.rounds.rN`). Writes
-data/eval/rN.json; the round's summary stage turns its accuracies into DVC metrics.
+data/eval/rN.json, with which problems each method solved (`rstar results` compares rounds on
+them); the round's summary stage turns its accuracies into DVC metrics.
 """
 
 from __future__ import annotations

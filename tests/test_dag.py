@@ -54,9 +54,15 @@ def test_smoke_dag_is_up_to_date_after_repro(smoke_repo):
 def test_results_table_has_a_row_per_round_from_the_real_metrics(smoke_repo):
     rstar = Path(sys.executable).with_name("rstar")
     shown = subprocess.run([str(rstar), "results"], cwd=smoke_repo, capture_output=True,
-                           text=True, check=True).stdout.splitlines()  # fmt: skip
-    assert [line.split(" | ")[0] for line in shown[2:]] == ["| 0", "| 1", "| 2"]
-    assert "ppm_mcts" in shown[0] and "warm start" in shown[2]
+                           text=True, check=True).stdout  # fmt: skip
+    table, paired = (part.splitlines() for part in shown.split("\n\n"))
+    assert [line.split(" | ")[0] for line in table[2:]] == ["| 0", "| 1", "| 2"]
+    assert "ppm_mcts" in table[0] and "warm start" in table[2]
+    # The rounds' greedy results compared on the same held-out problems.
+    assert [line.split(" | ")[0] for line in paired[2:5]] == [
+        "| r0 greedy -> r1 greedy", "| r1 greedy -> r2 greedy", "| r0 greedy -> r2 greedy",
+    ]  # fmt: skip
+    assert any(" -> r2 ppm_" in line for line in paired[5:])  # search against the baselines
 
 
 def test_trees_of_both_rounds_obey_the_backup_rules(smoke_repo):

@@ -301,7 +301,8 @@ def summarise(outcomes: list[dict], config: EvalConfig, levels: dict[str, str]) 
         results[f"pass_at_{n}"] = ["correct" in o["samples"] for o in outcomes]
     for name in outcomes[0]["picks"] if outcomes else ():
         results[name] = [o["picks"][name] for o in outcomes]
-    summary = method_summary(results, [o["problem_id"] for o in outcomes], levels)
+    problem_ids = [o["problem_id"] for o in outcomes]
+    summary = method_summary(results, problem_ids, levels)
     samples = [kind for outcome in outcomes for kind in outcome["samples"]]
     if samples:
         summary["accuracy"]["sampled_pass_at_1"] = round(samples.count("correct") / len(samples), 4)
@@ -310,6 +311,12 @@ def summarise(outcomes: list[dict], config: EvalConfig, levels: dict[str, str]) 
         **summary,
         "greedy_outcomes": dict(Counter(o["greedy"] for o in outcomes)),
         "sampled_outcomes": dict(Counter(samples)),
+        # Which problems each method solved: two evaluations on the same problems are compared
+        # problem by problem (pipeline.evaluation.paired), a test far stronger than two intervals.
+        "by_problem": {
+            problem_id: {method: picks[index] for method, picks in results.items()}
+            for index, problem_id in enumerate(problem_ids)
+        },
     }
 
 
