@@ -59,6 +59,9 @@ def test_the_table_compares_neighbours_then_the_first_rounds_with_the_last():
         "| r0 greedy -> r3 greedy | 3 | +3 | 3 | 0 | 0.2500 |",
     ]
     assert paired_table({1: {"accuracy": {}}}) == ""
+    many = {pid: False for pid in map(str, range(25))}
+    certain = paired_table({1: evaluation(many), 2: evaluation(dict.fromkeys(many, True))})
+    assert certain.splitlines()[2] == "| r1 greedy -> r2 greedy | 25 | +25 | 25 | 0 | < 0.0001 |"
 
 
 def test_the_last_round_compares_each_ppm_method_with_greedy_and_majority_vote():

@@ -45,5 +45,5 @@ def paired_change(
         "problems": len(shared),
         "gained": gained,
         "lost": lost,
-        "p_value": round(mcnemar_p_value(gained, lost), 4),
+        "p_value": mcnemar_p_value(gained, lost),
     }

@@ -112,9 +112,10 @@ def paired_table(evaluations: dict[int, dict]) -> str:
         change = paired_change(evaluations[before], evaluations[after], method, after_method)
         if change is None:
             continue
-        net = change["gained"] - change["lost"]
+        net, p_value = change["gained"] - change["lost"], change["p_value"]
+        shown_p = f"{p_value:.4f}" if p_value >= 1e-4 else "< 0.0001"
         lines.append(f"| {name_before} -> {name_after} | {change['problems']} | {net:+d} | "
-                     f"{change['gained']} | {change['lost']} | {change['p_value']:.4f} |")  # fmt: skip
+                     f"{change['gained']} | {change['lost']} | {shown_p} |")  # fmt: skip
     if not lines:
         return ""
     header = "| same problems: from -> to | problems | net | gained | lost | McNemar p |"
