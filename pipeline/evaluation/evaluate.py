@@ -312,7 +312,8 @@ def summarise(outcomes: list[dict], config: EvalConfig, levels: dict[str, str]) 
         "greedy_outcomes": dict(Counter(o["greedy"] for o in outcomes)),
         "sampled_outcomes": dict(Counter(samples)),
         # Which problems each method solved: two evaluations on the same problems are compared
-        # problem by problem (pipeline.evaluation.paired), a test far stronger than two intervals.
+        # problem by problem (pipeline.evaluation.paired), which resolves smaller differences than
+        # two intervals can.
         "by_problem": {
             problem_id: {method: picks[index] for method, picks in results.items()}
             for index, problem_id in enumerate(problem_ids)
