@@ -127,8 +127,9 @@ def results(
     ),
 ) -> None:
     """Print the build's results as Markdown tables: one row per round (0 is the warm start),
-    with problems solved, SFT rows, pairs and every accuracy with its 95% interval; then the
-    rounds' greedy results compared on the same problems (gained, lost, exact McNemar p)."""
+    with problems solved, SFT rows, pairs and every accuracy with its 95% interval; then results
+    compared on the same problems (each round's greedy with the one before and the last; the last
+    round's PPM methods with greedy and maj@N): gained, lost, exact McNemar p."""
     from pipeline.evaluation.results import (
         paired_table,
         read_evaluations,

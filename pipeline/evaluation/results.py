@@ -1,6 +1,6 @@
-"""The results tables of a build: one Markdown row per round from data/metrics/rN.json, and the
-rounds' greedy accuracies compared problem by problem from the evaluations (data/eval/rN.json,
-round 0 in the warm start's metrics).
+"""The results tables of a build: one Markdown row per round from data/metrics/rN.json, and
+results compared problem by problem (rounds' greedy, the last round's PPM methods) from the
+evaluations (data/eval/rN.json, round 0 in the warm start's metrics).
 
 The README's and docs/experiments.md's tables are these functions' output (`rstar results`), so
 they never drift from the files DVC tracks. Round 0 is the warm start's report.
@@ -18,20 +18,25 @@ from pipeline.evaluation.paired import paired_change
 METHOD_ORDER = ("greedy", "maj_at_", "pass_at_", "ppm_best_of_", "ppm_mcts", "sampled_pass_at_1")
 
 
+NOT_A_ROUND = 1 << 30  # the round number of a file not named rN.json: sorted last
+
+
 def read_metrics(folder: Path) -> list[dict]:
     """Every round's metrics file in round order; an unreadable file is a one-line error."""
-    rows = []
-    for path in sorted(folder.glob("r*.json"), key=_round_number):
-        try:
-            rows.append(json.loads(path.read_text()))
-        except (OSError, ValueError) as error:
-            raise ValueError(f"{path}: not a metrics JSON file ({error})") from None
-    return rows
+    paths = sorted(folder.glob("r*.json"), key=_round_number)
+    return [_read_json(path, "metrics JSON") for path in paths]
+
+
+def _read_json(path: Path, kind: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a {kind} file ({error})") from None
 
 
 def _round_number(path: Path) -> int:
     found = re.fullmatch(r"r(\d+)", path.stem)
-    return int(found.group(1)) if found else 1 << 30
+    return int(found.group(1)) if found else NOT_A_ROUND
 
 
 def _method_rank(method: str) -> tuple[int, str]:
@@ -75,47 +80,39 @@ def read_evaluations(folder: Path, warm_start_metrics: Path) -> dict[int, dict]:
     """Each round's evaluation by round number (0: the warm start's, when it has one); an
     unreadable file is a one-line error, a missing one is left out."""
     found: dict[int, dict] = {}
-    sources = [(0, warm_start_metrics)] + [
-        (_round_number(path), path) for path in folder.glob("r*.json")
-    ]
-    for number, path in sources:
-        if number == 1 << 30 or not path.is_file():
-            continue
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise ValueError(f"{path}: not a JSON file ({error})") from None
-        evaluation = data.get("eval") if number == 0 else data
-        if evaluation:
-            found[number] = evaluation
-    return dict(sorted(found.items()))
+    if warm_start_metrics.is_file():
+        found[0] = _read_json(warm_start_metrics, "JSON").get("eval")
+    for path in folder.glob("r*.json"):
+        if _round_number(path) != NOT_A_ROUND:
+            found[_round_number(path)] = _read_json(path, "JSON")
+    return {number: found[number] for number in sorted(found) if found[number]}
 
 
 def paired_table(evaluations: dict[int, dict]) -> str:
     """Markdown rows comparing results on the same problems: greedy of each round against the
     round before, then of rounds 1 and 0 against the last; then, in the last round, each PPM
     method against greedy and majority vote. Empty when nothing has per-problem results."""
+    if not evaluations:
+        return ""
     rounds = sorted(evaluations)
-    rows = [(f"r{a} greedy", f"r{b} greedy", a, b, "greedy", "greedy") for a, b in zip(rounds, rounds[1:])]  # fmt: skip
-    last = rounds[-1] if rounds else None
-    for first in (1, 0):
-        if first in evaluations and last is not None and last - first > 1:
-            rows.append((f"r{first} greedy", f"r{last} greedy", first, last, "greedy", "greedy"))
-    if last is not None:
-        methods = evaluations[last].get("accuracy", {})
-        baselines = [m for m in methods if m == "greedy" or m.startswith("maj_at_")]
-        for method in (m for m in methods if m.startswith("ppm_")):
-            rows += [(f"r{last} {base}", f"r{last} {method}", last, last, base, method)
-                     for base in baselines]  # fmt: skip
+    last = rounds[-1]
+    # (round before, its method, round after, its method)
+    rows = [(before, "greedy", after, "greedy") for before, after in zip(rounds, rounds[1:])]
+    rows += [(first, "greedy", last, "greedy") for first in (1, 0)
+             if first in evaluations and last - first > 1]  # fmt: skip
+    methods = evaluations[last].get("accuracy", {})
+    baselines = [m for m in methods if m == "greedy" or m.startswith("maj_at_")]
+    rows += [(last, base, last, method) for method in methods if method.startswith("ppm_")
+             for base in baselines]  # fmt: skip
     lines = []
-    for name_before, name_after, before, after, method, after_method in rows:
+    for before, method, after, after_method in rows:
         change = paired_change(evaluations[before], evaluations[after], method, after_method)
         if change is None:
             continue
         net, p_value = change["gained"] - change["lost"], change["p_value"]
         shown_p = f"{p_value:.4f}" if p_value >= 1e-4 else "< 0.0001"
-        lines.append(f"| {name_before} -> {name_after} | {change['problems']} | {net:+d} | "
-                     f"{change['gained']} | {change['lost']} | {shown_p} |")  # fmt: skip
+        lines.append(f"| r{before} {method} -> r{after} {after_method} | {change['problems']} | "
+                     f"{net:+d} | {change['gained']} | {change['lost']} | {shown_p} |")  # fmt: skip
     if not lines:
         return ""
     header = "| same problems: from -> to | problems | net | gained | lost | McNemar p |"
