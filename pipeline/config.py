@@ -399,7 +399,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0  # 0 turns clipping off
     seed: int = 0
-    bf16: bool = False  # autocast to bfloat16 (GPUs); keep false on CPU
+    # bfloat16 autocast, weights kept and saved in fp32; `auto`: where the machine computes bf16
+    # natively (a GPU, or a CPU with AVX-512 BF16 / AMX / Arm bf16: pipeline.models.hardware)
+    bf16: bool | Literal["auto"] = False
     gradient_checkpointing: bool = False
     max_steps: int | None = None  # cap on optimizer steps, after the epochs are counted
     heldout_fraction: float = 0.1  # share of problems held out for the before/after loss (SFT)
@@ -414,6 +416,8 @@ class TrainConfig:
         _positive(self, "learning_rate", "new_token_learning_rate")
         _at_least(self, 0, "weight_decay", "max_grad_norm")
         _fraction(self, "warmup_ratio", "heldout_fraction")
+        _require(self, "bf16", isinstance(self.bf16, bool) or self.bf16 == "auto",
+                 "true, false or 'auto'")  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -196,6 +197,33 @@ def test_same_seed_same_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
         train_sft(tiny_model_dir, sft_frame(12), tmp_path / name, config)
     a, b = ((tmp_path / name / "model.safetensors").read_bytes() for name in ("a", "b"))
     assert a == b
+
+
+def test_bf16_autocast_learns_keeps_fp32_weights_and_shares_a_process_with_fp32(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from safetensors import safe_open
+
+    from pipeline.models.train import common
+
+    monkeypatch.setattr(common, "native_bf16", lambda: True)  # `auto` on a machine with bf16
+    assert common.autocast_bf16(TrainConfig(bf16="auto"))
+    metrics = {}
+    for name, bf16 in (("bf16", "auto"), ("fp32", False)):  # one process, both precisions
+        config = replace(FAST, bf16=bf16, epochs=2)
+        metrics[name] = train_sft(tiny_model_dir, sft_frame(40), tmp_path / name, config)
+    bf16_run = metrics["bf16"]
+    assert bf16_run["heldout_loss_after"] < 0.5 * bf16_run["heldout_loss_before"]
+    weights = {}
+    for name in metrics:
+        with safe_open(str(tmp_path / name / "model.safetensors"), "pt") as f:
+            weights[name] = {key: f.get_tensor(key) for key in f.keys()}
+    # saved as trained: fp32, so the next round fine-tunes the exact weights
+    assert {t.dtype for t in weights["bf16"].values()} == {torch.float32}
+    # and bf16 really ran: the two runs reach different weights
+    assert any(not torch.equal(weights["bf16"][k], weights["fp32"][k]) for k in weights["fp32"])
+    monkeypatch.setattr(common, "native_bf16", lambda: False)
+    assert not common.autocast_bf16(TrainConfig(bf16="auto"))
 
 
 def test_corrupt_checkpoint_is_a_one_line_error(tiny_model_dir: Path, tmp_path: Path) -> None:

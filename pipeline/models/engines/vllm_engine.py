@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import VLLMOptions
+from pipeline.models import hardware
 from pipeline.models.engines.base import (
     Completion,
     Engine,
@@ -97,29 +98,15 @@ def frozen_heap() -> Iterator[None]:
         gc.unfreeze()
 
 
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX-512 / AMX, Arm (aarch64)
-
-
 def resolve_dtype(dtype: str, cpuinfo: str | None = None) -> str:
-    """``auto`` -> ``bfloat16`` on a GPU or on a CPU with bf16 instructions, else ``float32``;
-    any other value is kept. vLLM's CPU kernels run bf16 natively only with those instructions:
-    on an AVX2-only 2-core EPYC the search generated 4.0x faster in fp32 than in bf16 (89.6
-    against 22.3 tok/s, docs/experiments.md)."""
+    """``auto`` -> ``bfloat16`` where the machine computes bf16 natively (a GPU, or a CPU with
+    bf16 instructions: :func:`pipeline.models.hardware.native_bf16`), else ``float32``; any
+    other value is kept. Without those instructions vLLM's CPU kernels emulate bf16: on an
+    AVX2-only 2-core EPYC the search generated 4.0x faster in fp32 than in bf16 (89.6 against
+    22.3 tok/s, docs/experiments.md)."""
     if dtype != "auto":
         return dtype
-    if cpuinfo is None:
-        if _on_gpu():
-            return "bfloat16"
-        cpuinfo = _read_cpuinfo()
-    words = set(cpuinfo.split())
-    return "bfloat16" if any(flag in words for flag in BF16_CPU_FLAGS) else "float32"
-
-
-def _read_cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: no flags to read, so the dtype that is fast everywhere
-        return ""
+    return "bfloat16" if hardware.native_bf16(cpuinfo) else "float32"
 
 
 CPU_CACHE_BLOCK = 32  # tokens: the smallest block vLLM's CPU attention kernel takes
@@ -134,14 +121,8 @@ def cache_block_arguments(on_gpu: bool | None = None) -> dict[str, Any]:
     of its prompt tokens at 128 and 85% at 32, and searched 1.7x faster (docs/experiments.md).
     """
     if on_gpu is None:
-        on_gpu = _on_gpu()
+        on_gpu = hardware.on_gpu()
     return {} if on_gpu else {"block_size": CPU_CACHE_BLOCK}
-
-
-def _on_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def llm_arguments(options: VLLMOptions) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 One :class:`TrainConfig` serves the params groups ``warm_start``, ``train_policy`` and
 ``train_ppm`` (README.md: one dataclass per group). The loop runs as a plain single
-process on CPU and, launched with ``accelerate launch``, data-parallel on several GPUs with
-bf16 autocast; the numbers it needs (steps, shards) are worked out here, not inside accelerate,
-so a CPU run and a GPU run read the same way.
+process on CPU and, launched with ``accelerate launch``, data-parallel on several GPUs,
+in bf16 autocast where ``bf16`` asks for it; the numbers it needs (steps, shards) are worked
+out here, not inside accelerate, so a CPU run and a GPU run read the same way.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from pipeline.config import TrainConfig
 from pipeline.ids import hash_position
+from pipeline.models.hardware import native_bf16
 
 
 class DataError(ValueError):
@@ -142,7 +143,22 @@ def make_accelerator(config: TrainConfig):
         raise RuntimeError(
             "training needs the `accelerate` package: pip install accelerate"
         ) from None
-    return Accelerator(mixed_precision="bf16" if config.bf16 else "no")
+    # Precision is set by `autocast` below, not by accelerate: its state is one per process and
+    # refuses a second run in another precision (a notebook, the tests).
+    return Accelerator(mixed_precision="no")
+
+
+def autocast_bf16(config: TrainConfig) -> bool:
+    """Whether this run computes in bf16: ``bf16: auto`` asks the hardware."""
+    return native_bf16() if config.bf16 == "auto" else bool(config.bf16)
+
+
+def autocast(config: TrainConfig, accelerator):
+    """The context of forward passes: bf16 autocast when the run computes in bf16 (the weights
+    and their updates stay fp32), else nothing."""
+    return torch.autocast(
+        accelerator.device.type, dtype=torch.bfloat16, enabled=autocast_bf16(config)
+    )
 
 
 def is_main_process() -> bool:
@@ -251,7 +267,8 @@ def train_loop(
             for index, batch in enumerate(group):
                 last = index == len(group) - 1
                 with nullcontext() if last else accelerator.no_sync(model):
-                    loss, reported = loss_fn(model, batch)
+                    with autocast(config, accelerator):
+                        loss, reported = loss_fn(model, batch)
                     if reduction == "mean":
                         loss = loss / len(group)
                     accelerator.backward(loss)

@@ -23,6 +23,7 @@ from pipeline.models.train.common import (
     DataError,
     StepCallback,
     TrainConfig,
+    autocast,
     enable_checkpointing,
     file_sha1,
     length_batches,
@@ -78,7 +79,7 @@ def _values(
 
 @torch.no_grad()
 def evaluate_pairs(
-    ppm: PPM, pairs: Sequence[Pair], batch_size: int, accelerator
+    ppm: PPM, pairs: Sequence[Pair], accelerator, config: TrainConfig
 ) -> dict[str, float | None]:
     """Pair accuracy (score(chosen) > score(rejected); ties are wrong) and mean pair loss."""
     if not pairs:
@@ -86,9 +87,9 @@ def evaluate_pairs(
     ppm.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=accelerator.device)  # correct, loss, count
     mine = list(pairs)[accelerator.process_index :: accelerator.num_processes]
-    for start in range(0, len(mine), batch_size):
-        chunk = mine[start : start + batch_size]
-        with accelerator.autocast():
+    for start in range(0, len(mine), config.batch_size):
+        chunk = mine[start : start + config.batch_size]
+        with autocast(config, accelerator):
             chosen, rejected = _values(ppm, ppm, chunk, accelerator.device)
         correct = score_from_value(chosen.float()) > score_from_value(rejected.float())
         totals += torch.stack([correct.sum().double(), pairwise_loss(chosen, rejected).sum().double(),
@@ -129,7 +130,7 @@ def train_ppm(
 
     ppm = PPM.from_policy(policy_dir, max_length=config.max_length, seed=config.seed,
                           device=str(accelerator.device), dtype=torch.float32)  # fmt: skip
-    before = evaluate_pairs(ppm, test_pairs, config.batch_size, accelerator)
+    before = evaluate_pairs(ppm, test_pairs, accelerator, config)
     metrics |= {
         "heldout_accuracy_before": before["accuracy"],
         "heldout_loss_before": before["loss"],
@@ -159,7 +160,7 @@ def train_ppm(
         prepared, losses = train_loop(ppm, batches_for_epoch, loss_fn, config, accelerator,
                                       reduction="sum", on_step=on_step, desc="ppm")  # fmt: skip
         ppm = accelerator.unwrap_model(prepared)
-        after = evaluate_pairs(ppm, test_pairs, config.batch_size, accelerator)
+        after = evaluate_pairs(ppm, test_pairs, accelerator, config)
         metrics |= {"heldout_accuracy_after": after["accuracy"], "heldout_loss_after": after["loss"],
                     "trained": True}  # fmt: skip
     metrics |= loss_summary(losses) | {"optimizer_steps": len(losses)}
@@ -174,8 +175,6 @@ def train_ppm(
 def _save(ppm: PPM, out_dir: Path, config: TrainConfig, metrics: dict[str, Any]) -> None:
     if getattr(ppm.backbone, "config", None) is not None:
         ppm.backbone.config.use_cache = True
-    if config.bf16:
-        ppm.backbone.to(torch.bfloat16)
     ppm.info |= {
         "pairs": metrics["source"],
         "pairs_sha1": metrics["source_sha1"],
