@@ -117,9 +117,13 @@ def test_a_class_shared_by_groups_names_the_group_it_was_read_as():
 
 def test_training_precision_is_true_false_or_auto():
     assert group({"train_ppm": {"bf16": "auto"}}, "train_ppm", TrainConfig).bf16 == "auto"
-    with pytest.raises(ParamsError, match=r"^train_ppm\.bf16 must be true or false or one of 'auto'"):
+    with pytest.raises(
+        ParamsError, match=r"^train_ppm\.bf16 must be true or false or one of 'auto'"
+    ):
         group({"train_ppm": {"bf16": "yes"}}, "train_ppm", TrainConfig)
-    with pytest.raises(ParamsError, match=r"^train_ppm\.bf16 must be true, false or 'auto', got 'on'"):
+    with pytest.raises(
+        ParamsError, match=r"^train_ppm\.bf16 must be true, false or 'auto', got 'on'"
+    ):
         TrainConfig(bf16="on")  # type: ignore[arg-type]
 
 
