@@ -9,11 +9,13 @@ fp32 (vLLM searched 4.0x slower on an AVX2-only EPYC); with them (AVX-512 BF16, 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX-512 / AMX, Arm (aarch64)
 
 
+@functools.cache  # the hardware does not change within a process; training asks every step
 def native_bf16(cpuinfo: str | None = None) -> bool:
     """True on a GPU, or on a CPU whose ``/proc/cpuinfo`` flags (or ``cpuinfo``) include bf16."""
     if cpuinfo is None:
