@@ -65,6 +65,18 @@ def test_results_table_has_a_row_per_round_from_the_real_metrics(smoke_repo):
     assert any(" -> r2 ppm_" in line for line in paired[5:])  # search against the baselines
 
 
+def test_metrics_show_prints_a_row_per_figure_and_a_column_per_round(smoke_repo):
+    shown = dvc(smoke_repo, "metrics", "show").stdout.splitlines()
+    assert shown[0].split() == ["Path", "r0", "r1", "r2"]  # r0: the warm start
+    rows = {line.split()[0]: line.split()[1:] for line in shown[1:]}
+    summaries = [json.loads((smoke_repo / f"data/metrics/r{n}.json").read_text()) for n in range(3)]
+    greedy = [summary["accuracy"]["greedy"] for summary in summaries]
+    assert [float(value) for value in rows["data/report/greedy.json"]] == greedy
+    # Round 2 alone ran the PPM methods; the other rounds show "-".
+    assert rows["data/report/ppm_mcts.json"][:2] == ["-", "-"]
+    assert {"data/report/greedy_ci95.json", "data/report/pairs.json"} <= set(rows)
+
+
 def test_trees_of_both_rounds_obey_the_backup_rules(smoke_repo):
     for round_key, mode in (("r1", "terminal_guided"), ("r2", "ppm_augmented")):
         stats = json.loads((smoke_repo / f"data/rounds/{round_key}/rollout_stats.json").read_text())
