@@ -141,7 +141,7 @@ def test_ppm_training_change_rebuilds_only_ppm_training_and_its_dependents(smoke
         assert would_run(smoke_repo) == {
             "train_ppm@r1", "train_ppm@r2", "evaluate@r1", "evaluate@r2", "rollout@r2", "sft@r2",
             "pairs@r2", "validate@r2", "stats@r2", "train_policy@r2", "summary@r1", "summary@r2",
-            "plots",
+            "report", "plots",
         }  # fmt: skip
     finally:
         subprocess.run(["git", "checkout", "params.yaml"], cwd=smoke_repo, check=True)
@@ -165,7 +165,7 @@ def test_a_rounds_mcts_override_rebuilds_only_that_round(smoke_repo):
     try:
         assert would_run(smoke_repo) == {
             "rollout@r2", "sft@r2", "pairs@r2", "validate@r2", "stats@r2", "train_policy@r2",
-            "train_ppm@r2", "evaluate@r2", "summary@r2", "plots",
+            "train_ppm@r2", "evaluate@r2", "summary@r2", "report", "plots",
         }  # fmt: skip
     finally:
         switch_profile(smoke_repo, "smoke")
