@@ -26,8 +26,9 @@ ROUND_FIGURES = ("solved", "solved_new", "solved_total", "sft_rows", "pairs")
 
 
 def report_tables(summaries: list[dict]) -> dict[str, dict[str, float | int | str]]:
-    """{figure: {round key: value}} from the round summaries, in any order. Accuracies come
-    with a `<method>_ci95` figure; rounds that did not measure a figure leave it out."""
+    """{figure: {round key: value}} from the round summaries, given in round order (the column
+    order of `dvc metrics show`). Accuracies come with a `<method>_ci95` figure; rounds that did
+    not measure a figure leave it out."""
     tables: dict[str, dict[str, float | int | str]] = {}
 
     def put(figure: str, round_key: str, value) -> None:
