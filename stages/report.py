@@ -18,7 +18,7 @@ import argparse
 import json
 
 from pipeline import layout
-from pipeline.evaluation.results import read_metrics
+from pipeline.evaluation.results import interval_text, read_metrics
 from pipeline.io import atomic_dir
 
 REPORT = layout.DATA / "report"
@@ -40,7 +40,7 @@ def report_tables(summaries: list[dict]) -> dict[str, dict[str, float | int | st
         for method, accuracy in summary.get("accuracy", {}).items():
             put(method, round_key, accuracy)
             if method in lows and method in highs:
-                put(f"{method}_ci95", round_key, f"[{lows[method]:.2f}, {highs[method]:.2f}]")
+                put(f"{method}_ci95", round_key, interval_text(lows[method], highs[method]))
         for figure in ROUND_FIGURES:
             if figure in summary:
                 put(figure, round_key, summary[figure])
@@ -53,7 +53,7 @@ def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
     tables = report_tables(read_metrics(layout.DATA / "metrics"))
     with atomic_dir(REPORT) as folder:  # a figure no longer measured leaves no stale file
-        for figure, by_round in tables.items():
+        for figure, by_round in tables.items():  # not write_json: sorted keys put r10 before r2
             (folder / f"{figure}.json").write_text(json.dumps(by_round, indent=2) + "\n")
     print(f"report: {len(tables)} figures in {REPORT}")
 

@@ -46,13 +46,18 @@ def _method_rank(method: str) -> tuple[int, str]:
     return len(METHOD_ORDER), method
 
 
+def interval_text(low: float, high: float) -> str:
+    """`[0.09, 0.18]`: a 95% interval as the tables and `dvc metrics show` print it."""
+    return f"[{low:.2f}, {high:.2f}]"
+
+
 def accuracy_cell(row: dict, method: str) -> str:
     """`0.125 [0.09, 0.18]`: the accuracy and its 95% interval; empty when not measured."""
     value = row.get("accuracy", {}).get(method)
     if value is None:
         return ""
     low, high = row.get("ci95_low", {}).get(method), row.get("ci95_high", {}).get(method)
-    return f"{value:.3f}" + (f" [{low:.2f}, {high:.2f}]" if low is not None else "")
+    return f"{value:.3f}" + (f" {interval_text(low, high)}" if low is not None else "")
 
 
 def results_table(rows: list[dict]) -> str:
