@@ -122,9 +122,6 @@ def evaluate_models(
 def results(
     metrics: Path = typer.Option(Path("data/metrics"), help="folder of the rounds' metrics files"),
     evaluations: Path = typer.Option(Path("data/eval"), help="folder of the rounds' evaluations"),
-    warm_start: Path = typer.Option(
-        Path("data/models/warm_start_metrics.json"), help="the warm start's metrics (round 0)"
-    ),
 ) -> None:
     """Print the build's results as Markdown tables: one row per round (0 is the warm start),
     with problems solved, SFT rows, pairs and every accuracy with its 95% interval; then results
@@ -139,7 +136,7 @@ def results(
 
     try:
         rows = read_metrics(metrics)
-        paired = paired_table(read_evaluations(evaluations, warm_start))
+        paired = paired_table(read_evaluations(evaluations))
     except ValueError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None

@@ -1,7 +1,7 @@
 """Stage `plots`: accuracy by round and solved problems by difficulty, as CSV for `dvc plots`.
 
-Reads the warm start's evaluation (as round 0), every round's evaluation (data/eval/rN.json)
-and statistics (data/stats/rN.json); writes data/plots/accuracy.csv (every method, with 95%
+Reads every round's evaluation (data/eval/rN.json; r0 is the warm start's) and statistics
+(data/stats/rN.json); writes data/plots/accuracy.csv (every method, with 95%
 intervals), greedy_accuracy.csv (the policy's own accuracy from the warm start on) and
 solved_by_difficulty.csv.
 """
@@ -26,7 +26,6 @@ def rounds_in(folder: Path) -> list[str]:
 
 
 ACCURACY_COLUMNS = ["round", "method", "accuracy", "ci95_low", "ci95_high"]
-WARM_START = layout.MODELS / "warm_start_metrics.json"
 
 
 def interval_rows(number: int, metrics: dict) -> list[dict]:
@@ -36,17 +35,14 @@ def interval_rows(number: int, metrics: dict) -> list[dict]:
         {"round": number, "method": method, "accuracy": value,
          "ci95_low": intervals.get(method, {}).get("low"),
          "ci95_high": intervals.get(method, {}).get("high")}
-        for method, value in metrics["accuracy"].items()
+        for method, value in metrics.get("accuracy", {}).items()
     ]  # fmt: skip
 
 
 def accuracy_rows(rounds: list[str]) -> list[dict]:
-    """Every round's held-out accuracy by method; the warm start's evaluation is round 0."""
+    """Every round's held-out accuracy by method (round 0: the warm start; none when it was not
+    evaluated)."""
     rows = []
-    if WARM_START.exists():
-        warm = json.loads(WARM_START.read_text()).get("eval")
-        if warm:
-            rows += interval_rows(0, warm)
     for round_key in rounds:
         metrics = json.loads((layout.DATA / "eval" / f"{round_key}.json").read_text())
         rows += interval_rows(layout.round_number(round_key), metrics)

@@ -5,8 +5,9 @@ params group `warm_start`. Training text: ``steps.sft_prompt(question) + "\\n" +
 Writes, each atomically:
 
 - data/models/policy/warm_start: the policy (weights, tokenizer with the step markers, model card);
-- data/models/warm_start_metrics.json: training metrics, plus an `eval` group (greedy pass@1,
-  pass@N on held-out problems, pipeline.evaluation.evaluate) when `warm_start.eval_problems` > 0.
+- data/models/warm_start_metrics.json: training metrics and seconds.
+
+Stage `evaluate_warm_start` evaluates the policy (round 0 of the results).
 
 With `warm_start.enabled: false` (the `paper` profile bootstraps with a strong model instead)
 the folder holds only a README saying so. Multi-GPU: ``accelerate launch -m stages.warm_start``.
@@ -23,15 +24,7 @@ from typing import Any
 import polars as pl
 
 from pipeline import layout
-from pipeline.config import (
-    CurriculumConfig,
-    EvalConfig,
-    ParamsError,
-    WarmStartConfig,
-    group,
-    load_params,
-)
-from pipeline.evaluation.evaluate import interval_columns
+from pipeline.config import CurriculumConfig, ParamsError, WarmStartConfig, group, load_params
 from pipeline.io import atomic_dir, write_json
 from pipeline.models.base import ModelError
 from pipeline.models.train.common import DataError, is_main_process, remove_stale_temps
@@ -40,7 +33,6 @@ from pipeline.search import steps
 from pipeline.search.rounds import bootstrap_problem_ids
 
 METRICS = layout.MODELS / "warm_start_metrics.json"
-SUMMARY = layout.DATA / "metrics" / "r0.json"  # the few figures DVC shows as metrics
 DISABLED = (
     "Warm start disabled (`warm_start.enabled: false`): no policy here; round 1 uses another.\n"
 )
@@ -62,20 +54,6 @@ def reference_examples(problems_path: Path, curriculum: CurriculumConfig) -> pl.
     )
 
 
-def evaluate_policy(
-    params: dict[str, Any], config: WarmStartConfig, model_dir: Path
-) -> dict[str, Any]:
-    """Greedy pass@1 and pass@N of the warm-started policy on held-out problems (the round-0
-    report; the same evaluation as stage `evaluate`, without a PPM)."""
-    from pipeline.evaluation.sharded import run_evaluation
-
-    # Only warm_start's own knobs: the `evaluate` group must not re-trigger round 0 in DVC.
-    # With `eval_problems` equal to `evaluate.problems` both take the same problems, so round
-    # 0 and the rounds compare on one set.
-    eval_config = EvalConfig(problems=config.eval_problems, samples=config.eval_samples)
-    return run_evaluation(params, eval_config, model_dir, label="evaluate warm start")
-
-
 def run(params: dict[str, Any]) -> dict[str, Any]:
     config = group(params, "warm_start", WarmStartConfig)
     out_dir = layout.model_dir("warm_start")
@@ -87,21 +65,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     examples = reference_examples(layout.PROBLEMS, group(params, "curriculum", CurriculumConfig))
     metrics = train_sft(layout.model_dir("base"), examples, out_dir, config, source=layout.PROBLEMS)
-    if config.eval_problems > 0 and is_main_process():
-        metrics["eval"] = evaluate_policy(params, config, out_dir)
     return metrics | {"enabled": True, "seconds": round(time.perf_counter() - started, 2)}
-
-
-def warm_start_summary(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Round 0's row of `dvc metrics show`: held-out accuracy with 95% intervals, and seconds."""
-    evaluation = metrics.get("eval") or {}
-    return {
-        "round": 0,
-        "enabled": metrics.get("enabled", False),
-        "eval_problems": evaluation.get("problems", 0),
-        **interval_columns(evaluation),
-        "seconds": metrics.get("seconds", 0.0),
-    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,7 +80,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"warm_start: {error}")
     if is_main_process():
         write_json(METRICS, metrics)
-        write_json(SUMMARY, warm_start_summary(metrics))
         if metrics.get("enabled"):
             print(f"warm_start: {metrics['train_examples']} examples, held-out loss "
                   f"{metrics.get('heldout_loss_before')} -> {metrics.get('heldout_loss_after')} "

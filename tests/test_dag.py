@@ -159,6 +159,18 @@ def test_round_two_rollout_change_leaves_round_one_untouched(smoke_repo):
         switch_profile(smoke_repo, "smoke")
 
 
+def test_the_validation_split_re_runs_every_evaluation_and_no_training(smoke_repo):
+    edit_params(smoke_repo, lambda p: p["evaluate"].update(split="validation"))
+    try:
+        # Round 0 too, so a tuning run's r0 row is on the validation split like the rounds'.
+        assert would_run(smoke_repo) == {
+            "evaluate_warm_start", "evaluate@r1", "evaluate@r2", "summary@r1", "summary@r2",
+            "report", "plots",
+        }  # fmt: skip
+    finally:
+        switch_profile(smoke_repo, "smoke")
+
+
 def test_a_rounds_mcts_override_rebuilds_only_that_round(smoke_repo):
     override = {"temperature": 0.7, "errors_threshold": 1}
     edit_params(smoke_repo, lambda p: p["rounds"]["r2"].update(mcts=override))

@@ -32,7 +32,10 @@ def test_negative_counts_are_an_error():
 
 
 def evaluation(solved: dict[str, bool]) -> dict:
-    return {"by_problem": {pid: {"greedy": right} for pid, right in solved.items()}}
+    return {
+        "accuracy": {"greedy": sum(solved.values()) / len(solved)},
+        "by_problem": {pid: {"greedy": right} for pid, right in solved.items()},
+    }
 
 
 def test_only_problems_both_evaluated_count():
@@ -88,12 +91,13 @@ def test_rstar_results_prints_the_paired_table_from_the_files(tmp_path):
     metrics.mkdir()
     evals.mkdir()
     (metrics / "r1.json").write_text(json.dumps({"round": 1, "accuracy": {"greedy": 1.0}}))
-    warm = tmp_path / "warm_start_metrics.json"
-    warm.write_text(json.dumps({"enabled": True, "eval": evaluation({"a": False, "b": False})}))
+    (evals / "r0.json").write_text(json.dumps(evaluation({"a": False, "b": False})))
     (evals / "r1.json").write_text(json.dumps(evaluation({"a": True, "b": True})))
-    assert set(read_evaluations(evals, warm)) == {0, 1}
-    arguments = ["results", "--metrics", str(metrics), "--evaluations", str(evals),
-                 "--warm-start", str(warm)]  # fmt: skip
+    assert set(read_evaluations(evals)) == {0, 1}
+    (evals / "r0.json").write_text(json.dumps({"round": 0, "problems": 0}))  # not evaluated
+    assert set(read_evaluations(evals)) == {1}
+    (evals / "r0.json").write_text(json.dumps(evaluation({"a": False, "b": False})))
+    arguments = ["results", "--metrics", str(metrics), "--evaluations", str(evals)]
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 0, result.output
     assert "| r0 greedy -> r1 greedy | 2 | +2 | 2 | 0 | 0.5000 |" in result.output

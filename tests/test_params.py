@@ -169,7 +169,7 @@ def test_exponent_without_a_dot_gets_a_hint():
 STAGES = {
     "seeds": "seeds", "base_model": "model", "warm_start": "warm_start", "rollout": "rollout",
     "sft": "sft", "pairs": "pairs", "validate": "pairs", "train_policy": "train_policy",
-    "train_ppm": "train_ppm", "evaluate": "evaluate",
+    "train_ppm": "train_ppm", "evaluate": "evaluate", "evaluate_warm_start": "evaluate",
 }  # fmt: skip
 
 
@@ -178,7 +178,7 @@ def run_stage(stage: str, params: dict, folder: Path) -> subprocess.CompletedPro
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     return subprocess.run(
         [sys.executable, "-m", f"stages.{stage}", "--round", "r1", "--params", "params.yaml"]
-        if stage not in ("seeds", "base_model", "warm_start")
+        if stage not in ("seeds", "base_model", "warm_start", "evaluate_warm_start")
         else [sys.executable, "-m", f"stages.{stage}", "--params", "params.yaml"],
         cwd=folder, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": ""},
     )  # fmt: skip

@@ -367,73 +367,50 @@ def test_disabled_warm_start_writes_a_marker_folder_only(tmp_path: Path, monkeyp
 
 
 @pytest.mark.slow
-def test_warm_start_reports_pass_at_k_when_asked(
+def test_round_0_is_evaluated_on_the_evaluate_split_when_asked(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:
     pytest.importorskip("pipeline.grading.answer")
     pytest.importorskip("pipeline.execution.sandbox")
-    from stages import warm_start
+    from stages import evaluate_warm_start, warm_start
 
     monkeypatch.chdir(tmp_path)
     shutil.copytree(tiny_model_dir, "data/models/policy/base")
     Path("data/seeds").mkdir(parents=True)
-    _problems(10).write_parquet("data/seeds/problems.parquet")
+    problems = _problems(10).with_columns(
+        split=pl.when(pl.col("problem_id").is_in(["q001", "q003"]))
+        .then(pl.lit("validation"))
+        .otherwise(pl.col("split"))
+    )
+    problems.write_parquet("data/seeds/problems.parquet")
     params = {
-        "warm_start": {
-            "max_steps": 1,
-            "batch_size": 4,
-            "max_length": 192,
-            "eval_problems": 2,
-            "eval_samples": 2,
-        },
+        "warm_start": {"max_steps": 1, "batch_size": 4, "max_length": 192,
+                       "eval_problems": 2, "eval_samples": 2},
         "mcts": {"max_new_tokens": 8, "max_depth": 2},
         "sandbox": {"workers": 1},
-        "evaluate": {"mcts_rollouts": 0},
-    }
+        "evaluate": {"split": "validation", "samples": 0, "mcts_rollouts": 4},
+    }  # fmt: skip
     Path("params.yaml").write_text(json.dumps(params))
     warm_start.main([])
-    metrics = json.loads(Path("data/models/warm_start_metrics.json").read_text())
-    assert metrics["eval"]["problems"] == 2 and set(metrics["eval"]["accuracy"]) >= {
-        "greedy",
-        "pass_at_2",
-    }
+    assert "eval" not in json.loads(Path("data/models/warm_start_metrics.json").read_text())
+    evaluate_warm_start.main([])
+    evaluation = json.loads(Path("data/eval/r0.json").read_text())
+    # The warm start's size and samples, the `evaluate` group's split, no PPM method.
+    assert evaluation["problems"] == 2 and set(evaluation["by_problem"]) == {"q001", "q003"}
+    assert {"greedy", "pass_at_2", "maj_at_2"} <= set(evaluation["accuracy"])
+    assert not any(method.startswith("ppm_") for method in evaluation["accuracy"])
+    summary = json.loads(Path("data/metrics/r0.json").read_text())
+    assert summary["eval_problems"] == 2 and summary["accuracy"] == evaluation["accuracy"]
+    assert summary["seconds"] >= evaluation["seconds"]
 
 
-def marker_probability(model_dir: Path, prompt: str, response: str, marker: str) -> float:
-    """p(marker | prompt + "\\n" + the response up to that marker's first occurrence)."""
-    from pipeline.models.base import load_causal_lm
+def test_a_disabled_warm_start_is_not_evaluated(tmp_path: Path, monkeypatch) -> None:
+    from stages import evaluate_warm_start, warm_start
 
-    model, tokenizer = load_causal_lm(model_dir)
-    before = response[: response.index(marker)]
-    ids = tokenizer(prompt + "\n" + before, return_tensors="pt").input_ids
-    with torch.no_grad():
-        probs = model(input_ids=ids).logits[0, -1].softmax(-1)
-    return probs[tokenizer.convert_tokens_to_ids(marker)].item()
-
-
-def test_new_markers_learn_at_their_own_rate_and_old_rows_stay(
-    tiny_model_dir: Path, tmp_path: Path
-) -> None:
-    """At a small body learning rate, fresh marker rows barely move; their own larger rate
-    makes the policy emit `<end_of_step>` where the step ends (the SmolLM2 warm start failure:
-    no marker was ever generated), and the old vocabulary rows are left exactly as they were."""
-    from pipeline.models.base import load_causal_lm
-
-    frame = sft_frame(40)
-    slow = TrainConfig(epochs=2, learning_rate=1e-4, batch_size=8, max_length=192,
-                       new_token_learning_rate=1e-4)  # fmt: skip
-    fast = TrainConfig(**(slow.as_dict() | {"new_token_learning_rate": 3e-2}))
-    train_sft(tiny_model_dir, frame, tmp_path / "slow", slow)
-    metrics = train_sft(tiny_model_dir, frame, tmp_path / "fast", fast)
-    assert metrics["markers_added"] == list(steps.MARKERS)
-
-    question, solution, _ = addition_problem(random.Random(7))
-    prompt = steps.sft_prompt(question)
-    p_slow = marker_probability(tmp_path / "slow", prompt, solution, steps.END_OF_STEP)
-    p_fast = marker_probability(tmp_path / "fast", prompt, solution, steps.END_OF_STEP)
-    assert p_fast > 100 * p_slow
-
-    start, _ = load_causal_lm(tiny_model_dir)
-    trained, _ = load_causal_lm(tmp_path / "fast")
-    old = start.get_input_embeddings().weight
-    assert torch.equal(trained.get_input_embeddings().weight[: old.shape[0]], old)
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text("warm_start: {enabled: false, eval_problems: 200}\n")
+    warm_start.main([])
+    evaluate_warm_start.main([])
+    assert json.loads(Path("data/eval/r0.json").read_text()) == {"round": 0, "problems": 0}
+    summary = json.loads(Path("data/metrics/r0.json").read_text())
+    assert summary["enabled"] is False and summary["accuracy"] == {}

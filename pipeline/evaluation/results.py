@@ -81,16 +81,14 @@ def results_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def read_evaluations(folder: Path, warm_start_metrics: Path) -> dict[int, dict]:
-    """Each round's evaluation by round number (0: the warm start's, when it has one); an
-    unreadable file is a one-line error, a missing one is left out."""
+def read_evaluations(folder: Path) -> dict[int, dict]:
+    """Each round's evaluation by round number (0: the warm start's), without those that
+    evaluated nothing; an unreadable file is a one-line error, a missing one is left out."""
     found: dict[int, dict] = {}
-    if warm_start_metrics.is_file():
-        found[0] = _read_json(warm_start_metrics, "JSON").get("eval")
     for path in folder.glob("r*.json"):
         if _round_number(path) != NOT_A_ROUND:
             found[_round_number(path)] = _read_json(path, "JSON")
-    return {number: found[number] for number in sorted(found) if found[number]}
+    return {number: found[number] for number in sorted(found) if found[number].get("accuracy")}
 
 
 def paired_table(evaluations: dict[int, dict]) -> str:
