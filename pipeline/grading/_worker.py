@@ -29,8 +29,9 @@ from itertools import product
 from typing import Any
 
 from math_verify import LatexExtractionConfig, parse, verify
-from sympy import And, Basic, Eq, FiniteSet, Float, I, Interval, N, Set, Symbol, Tuple
+from sympy import And, Basic, Eq, Expr, FiniteSet, Float, I, Interval, N, S, Set, Symbol, Tuple
 from sympy.core.evalf import PrecisionExhausted
+from sympy.core.function import AppliedUndef
 from sympy.core.relational import Relational
 
 from pipeline.grading._numbers import numbers_agree
@@ -224,6 +225,12 @@ def _exact(number: Basic) -> tuple[Fraction, Fraction] | None:
     return Fraction(str(real)), Fraction(str(imaginary))
 
 
+def _names_the_unknown(side: Basic) -> bool:
+    """The left side of an equation that states an answer: `x` in `x = 5`, `f(x)` in
+    `f(x) = 2x + 3`."""
+    return isinstance(side, (Symbol, AppliedUndef))
+
+
 def _false_positive(gold: Any, pred: Any) -> bool:
     """True when math-verify accepted a pair that docs/algorithm.md (deviations) lists as wrongly accepted."""
     if not isinstance(gold, Basic) or not isinstance(pred, Basic):
@@ -235,13 +242,17 @@ def _false_positive(gold: Any, pred: Any) -> bool:
     gold_eq, pred_eq = isinstance(gold, Relational), isinstance(pred, Relational)
     if pred_eq and not gold_eq:
         # `x = 5` answers `5`, but `2x + 1 = 5` does not (math-verify keeps only the right side).
-        if not (isinstance(pred, Eq) and isinstance(pred.lhs, Symbol)):
+        if not (isinstance(pred, Eq) and _names_the_unknown(pred.lhs)):
             return True
         pred = pred.rhs
     elif gold_eq and pred_eq:
         if isinstance(gold, Eq) and isinstance(pred, Eq):
             gold, pred = gold.rhs, pred.rhs
-    elif gold_eq and isinstance(gold, Eq) and isinstance(gold.lhs, Symbol):
+    elif isinstance(gold, Eq) and not isinstance(pred, Set):
+        # The same rule the other way round: `5` answers `x = 5`, but not `x + y = 5`
+        # (math-verify unwraps an equation whose left side is any expression of symbols).
+        if not _names_the_unknown(gold.lhs):
+            return True
         gold = gold.rhs
     return _numbers_differ(gold, pred)
 
@@ -270,12 +281,28 @@ def _numbers_differ(gold: Any, pred: Any) -> bool:
         return any(all(_numbers_differ(g, p) for g in gold.args) for p in pred.args) or any(
             all(_numbers_differ(g, p) for p in pred.args) for g in gold.args
         )
+    if isinstance(gold, Eq) and isinstance(pred, Eq):  # `a = 1/2006!` in a list of equations
+        return _numbers_differ(gold.lhs, pred.lhs) or _numbers_differ(gold.rhs, pred.rhs)
     if not _is_number(gold) or not _is_number(pred):
-        return False
+        return _differ_by_a_constant(gold, pred)
     if gold.has(Float) or pred.has(Float):
         agree = _compare_floats(gold, pred)
         return agree is False
     return _exact_numbers_differ(gold, pred)
+
+
+def _differ_by_a_constant(gold: Any, pred: Any) -> bool:
+    """Two exact expressions whose difference is a non-zero number: ``x^2 + 1/2004!`` and
+    ``x^2 + 1/2006!``, which math-verify equates (the difference evaluates, chopped, to 0)."""
+    if not (isinstance(gold, Expr) and isinstance(pred, Expr)):
+        return False
+    if gold.has(Float) or pred.has(Float):  # the float rule leaves tiny differences alone
+        return False
+    try:
+        difference = gold - pred
+    except Exception:  # noqa: BLE001 - e.g. expressions sympy cannot subtract: math-verify decides
+        return False
+    return _is_number(difference) and _exact_numbers_differ(difference, S.Zero)
 
 
 def _exact_numbers_differ(gold: Basic, pred: Basic) -> bool:

@@ -15,13 +15,15 @@ Conventions a user should know (each has a test):
 
 - a percent sign is dropped: ``50\\%`` == ``50`` (GSM8K and MATH answers are written so), but
   ``50\\%`` != ``0.5``;
-- ``x = 5`` == ``5``, but ``2x + 1 = 5`` != ``5``;
+- ``x = 5`` == ``5`` and ``f(x) = 2x + 3`` == ``2x + 3``, either side the ground truth, but
+  ``2x + 1 = 5`` != ``5`` and ``x + y = 3`` != ``3``;
 - a float equals a number when they agree to 6 decimals (math-verify's rule) and to a relative
   1e-4 (so ``0.333333`` == ``1/3``, ``4.999999999999999`` == ``5``, ``1e-7`` != ``2e-7``);
-  exact values must agree exactly (so ``1/2004!`` != ``1/2006!``); see :mod:`pipeline.grading._numbers`;
+  exact values must agree exactly (so ``1/2004!`` != ``1/2006!``, and ``x^2 + 1/2004!`` !=
+  ``x^2 + 1/2006!``); see :mod:`pipeline.grading._numbers`;
 - a thousands separator is a separator: ``1,000`` == ``1000`` (not the list ``1, 0``), and so
   are ``1{,}000``, ``1,\\!000`` and ``1 000``; a space between other digits is not: ``2 1/2`` is
-  the mixed number 5/2;
+  the mixed number 5/2, and a comma followed by a space separates a list: ``1, 100`` != ``1100``;
 - a scale word carries value, a unit does not: ``5 million`` == ``5000000``, ``5 cm`` == ``5``;
 - brackets around a whole answer say what it is: ``(1,2)``, ``[1,2]`` and ``\\{1,2\\}`` differ
   from each other (an unbracketed ``1, 2`` is a list of answers, in any order);
@@ -190,9 +192,11 @@ def normalize_answer(text: str) -> str:
 def _normal_form(text: str) -> str:
     text = _TEXT_WRAPPER.sub(r"\1", text)
     # Spaces go, except between two digits: `2 1/2` is a mixed number, not `21/2`.
-    text = _LOOSE_SPACE.sub("", re.sub(r"\s+", " ", text))
+    spaced = re.sub(r"\s+", " ", text)
+    text = _LOOSE_SPACE.sub("", spaced)
     thousands = _THOUSANDS.fullmatch(text)
-    if thousands:
+    # A comma followed by a space separates list items: `1, 100` is two answers, not 1100.
+    if thousands and not (thousands.group("sep") == "," and re.search(r"\d, \d", spaced)):
         text = text.replace(thousands.group("sep"), "")
     choice = re.fullmatch(r"\(([A-Za-z])\)", text)
     return choice.group(1) if choice else text
