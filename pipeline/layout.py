@@ -40,3 +40,8 @@ def ppm_dir(name: str) -> Path:
     if name != NO_PPM:
         round_number(name)
     return MODELS / "ppm" / name
+
+
+def eval_shards(round_key: str) -> Path:
+    """A running evaluation's finished shards (hidden from DVC and git; removed when it ends)."""
+    return DATA / "eval" / f".{round_key}.shards"

@@ -3,8 +3,8 @@
 Greedy, pass@N, maj@N, PPM best-of-N and PPM-guided MCTS with a vote
 (pipeline.evaluation.evaluate), each with its 95% interval, in shards on the configured executor
 (pipeline.evaluation.sharded). The `evaluate` group applies, with the round's own overrides
-(`evaluate.rounds.rN`). Writes
-data/eval/rN.json, with which problems each method solved (`rstar results` compares rounds on
+(`evaluate.rounds.rN`). A killed run resumes at the first shard not yet finished (kept in
+data/eval/.rN.shards/ until the end). Writes data/eval/rN.json, with which problems each method solved (`rstar results` compares rounds on
 them); the round's summary stage turns its accuracies into DVC metrics.
 """
 
@@ -17,6 +17,7 @@ from pipeline.config import load_params
 from pipeline.evaluation.sharded import round_eval_config, run_evaluation
 from pipeline.executors import ExecutorError
 from pipeline.io import write_json
+from pipeline.models.base import ModelError
 from pipeline.problems.sources import ProblemSourceError
 from stages.common import errors_as_one_line, round_arguments
 
@@ -28,7 +29,7 @@ def main() -> None:
     started = time.perf_counter()
     metrics = run_evaluation(
         params, config, layout.model_dir(args.round), layout.ppm_dir(args.round),
-        label=f"evaluate {args.round}",
+        label=f"evaluate {args.round}", resume_dir=layout.eval_shards(args.round),
     )  # fmt: skip
     metrics |= {
         "round": layout.round_number(args.round),
@@ -42,5 +43,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    with errors_as_one_line(ExecutorError, ProblemSourceError):
+    with errors_as_one_line(ExecutorError, ProblemSourceError, ModelError):
         main()

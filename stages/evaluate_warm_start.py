@@ -3,7 +3,8 @@
 The same evaluation as `evaluate@rN` (greedy, and with `warm_start.eval_samples` > 0 pass@N,
 maj@N and sampled pass@1; no PPM exists yet), on `warm_start.eval_problems` problems of the
 `evaluate` group's source and split, so that a validation run reports round 0 on validation
-too. A stage of its own so that switching the split re-runs this evaluation, not the training.
+too. A stage of its own so that switching the split re-runs this evaluation, not the training;
+resumable as `evaluate@rN` is.
 Writes data/eval/r0.json (as data/eval/rN.json; only `round` and `problems: 0` when the warm
 start is disabled or `eval_problems` is 0) and data/metrics/r0.json, round 0's row of
 `dvc metrics show` (its `seconds` add the training's).
@@ -23,6 +24,7 @@ from pipeline.evaluation.evaluate import interval_columns
 from pipeline.evaluation.sharded import run_evaluation
 from pipeline.executors import ExecutorError
 from pipeline.io import write_json
+from pipeline.models.base import ModelError
 from pipeline.problems.sources import ProblemSourceError
 from stages.common import errors_as_one_line
 
@@ -57,7 +59,10 @@ def evaluate_warm_start(params: dict[str, Any], training: dict[str, Any]) -> dic
     if not training.get("enabled") or config.problems == 0:
         return {"round": 0, "problems": 0}
     started = time.perf_counter()
-    metrics = run_evaluation(params, config, layout.model_dir("warm_start"), label="evaluate r0")
+    metrics = run_evaluation(
+        params, config, layout.model_dir("warm_start"), label="evaluate r0",
+        resume_dir=layout.eval_shards("r0"),
+    )  # fmt: skip
     return metrics | {"round": 0, "seconds": round(time.perf_counter() - started, 2)}
 
 
@@ -93,5 +98,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    with errors_as_one_line(ExecutorError, ProblemSourceError):
+    with errors_as_one_line(ExecutorError, ProblemSourceError, ModelError):
         main()

@@ -10,8 +10,6 @@ data/rounds/rN/nodes.parquet, problem_status.parquet and rollout_stats.json.
 from __future__ import annotations
 
 import argparse
-import hashlib
-from pathlib import Path
 
 import polars as pl
 from tqdm import tqdm
@@ -26,9 +24,10 @@ from pipeline.config import (
 )
 from pipeline.executors import ExecutorError, WorkerSpec, make_executor
 from pipeline.io import write_json, write_parquet
+from pipeline.models.base import ModelError
 from pipeline.models.engines.vllm_engine import resolve_dtype
 from pipeline.search.mcts import Problem
-from pipeline.search.rollout import fingerprint, run_sharded
+from pipeline.search.rollout import fingerprint, folder_signature, run_sharded
 from pipeline.search.rounds import (
     round_config,
     search_config,
@@ -91,8 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         "engine": [spec.engine_kind, spec.engine_options], "problems": [vars(p) for p in problems],
         # What `dtype: auto` means on this machine: shards made in another dtype are not reused.
         "auto_dtype": resolve_dtype("auto"), "ppm_scorer": spec.ppm_scorer,
-        "policy": _folder_signature(policy_path),
-        "ppm": _folder_signature(layout.ppm_dir(config.ppm)),
+        "policy": folder_signature(policy_path),
+        "ppm": folder_signature(layout.ppm_dir(config.ppm)),
     })  # fmt: skip
 
     bar = tqdm(total=len(problems), desc=f"rollout {round_key}", unit="problem")
@@ -142,19 +141,6 @@ def main(argv: list[str] | None = None) -> None:
           f"({report.nodes} nodes, {report.tokens} tokens, {report.seconds:.0f} s)")  # fmt: skip
 
 
-def _folder_signature(path: Path) -> list[tuple[str, str]]:
-    """Content identity of a model folder, so shards of another model are never resumed."""
-    if not path.exists():
-        raise SystemExit(f"error: model folder {path} does not exist (run its stage first)")
-    signature = []
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        with file.open("rb") as handle:
-            signature.append(
-                (str(file.relative_to(path)), hashlib.file_digest(handle, "sha1").hexdigest())
-            )
-    return signature
-
-
 if __name__ == "__main__":
-    with errors_as_one_line(ExecutorError):
+    with errors_as_one_line(ExecutorError, ModelError):
         main()

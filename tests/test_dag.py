@@ -49,6 +49,10 @@ def test_smoke_dag_is_up_to_date_after_repro(smoke_repo):
     assert set(metrics["accuracy"]) >= {"greedy", "pass_at_2", "ppm_best_of_2", "ppm_mcts"}
     plotted = pl.read_csv(smoke_repo / "data/plots/accuracy.csv")
     assert sorted(set(plotted["round"])) == [0, 1, 2]  # round 0: the warm start's report
+    # Each evaluation's resumable shards are gone once its metrics are written.
+    assert sorted(path.name for path in (smoke_repo / "data/eval").iterdir()) == [
+        "r0.json", "r1.json", "r2.json",
+    ]  # fmt: skip
 
 
 def test_results_table_has_a_row_per_round_from_the_real_metrics(smoke_repo):
