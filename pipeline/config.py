@@ -409,9 +409,13 @@ class TrainConfig:
     # them: fresh rows must travel far in few steps. When it exceeds `learning_rate`, the old
     # rows of the embedding matrices stay frozen for that run (pipeline.models.train.sft).
     new_token_learning_rate: float = 5e-3
+    # Minutes between saves of the whole training state (pipeline.models.train.checkpoint), so
+    # a killed run resumes; a run shorter than this never writes one. 0: never.
+    checkpoint_minutes: float = 10.0
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "epochs", "batch_size", "grad_accum", "max_length")
+        _at_least(self, 0, "checkpoint_minutes")
         _at_least(self, 1, "max_steps", optional=True)
         _positive(self, "learning_rate", "new_token_learning_rate")
         _at_least(self, 0, "weight_decay", "max_grad_norm")

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 ID_LENGTH = 16
 
 
 def _digest(*parts: str) -> str:
     payload = "\x1f".join(parts).encode("utf-8")
+    return hashlib.sha1(payload).hexdigest()[:ID_LENGTH]
+
+
+def fingerprint(parts: dict) -> str:
+    """Identity of everything that shapes a piece of resumable work (its params, inputs and
+    models' contents), for naming its shards or checkpoint: changed inputs never resume."""
+    payload = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha1(payload).hexdigest()[:ID_LENGTH]
 
 

@@ -23,11 +23,12 @@ from pipeline.config import (
     load_params,
 )
 from pipeline.executors import ExecutorError, WorkerSpec, make_executor
+from pipeline.ids import fingerprint
 from pipeline.io import write_json, write_parquet
-from pipeline.models.base import ModelError
+from pipeline.models.base import ModelError, folder_signature
 from pipeline.models.engines.vllm_engine import resolve_dtype
 from pipeline.search.mcts import Problem
-from pipeline.search.rollout import fingerprint, folder_signature, run_sharded
+from pipeline.search.rollout import run_sharded
 from pipeline.search.rounds import (
     round_config,
     search_config,

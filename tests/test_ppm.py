@@ -10,6 +10,7 @@ import json
 import math
 import random
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -233,3 +234,34 @@ def test_a_pairs_file_that_breaks_its_contract_is_named(
     pairs_frame(2).drop("weight").write_parquet(tmp_path / "pairs.parquet")
     with pytest.raises(DataError, match="pairs.parquet: pairs table lacks column"):
         train_ppm(tiny_model_dir, tmp_path / "pairs.parquet", tmp_path / "ppm", FAST)
+
+
+def test_a_killed_ppm_training_resumes_to_the_same_weights(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    pairs_frame(24).write_parquet(tmp_path / "pairs.parquet")
+    config = replace(FAST, checkpoint_minutes=1e-4)  # a checkpoint after every step
+    whole = train_ppm(tiny_model_dir, tmp_path / "pairs.parquet", tmp_path / "whole", config)
+    assert whole["optimizer_steps"] > 2
+
+    class Killed(RuntimeError):
+        pass
+
+    def kill_at_step_2(step: int, loss: float) -> None:
+        if step == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_ppm(tiny_model_dir, tmp_path / "pairs.parquet", tmp_path / "ppm", config,
+                  on_step=kill_at_step_2)  # fmt: skip
+    taken: list[int] = []
+    resumed = train_ppm(tiny_model_dir, tmp_path / "pairs.parquet", tmp_path / "ppm", config,
+                        on_step=lambda step, _: taken.append(step))  # fmt: skip
+    assert taken == list(range(2, whole["optimizer_steps"] + 1))
+    assert resumed["heldout_accuracy_after"] == whole["heldout_accuracy_after"]
+    for name in ("model.safetensors", "value_head.safetensors"):
+        found = sorted((tmp_path / "ppm").rglob(name))
+        assert found and [p.read_bytes() for p in found] == [
+            p.read_bytes() for p in sorted((tmp_path / "whole").rglob(name))
+        ]
+    assert not (tmp_path / ".ppm.resume.pt").exists()

@@ -414,3 +414,49 @@ def test_a_disabled_warm_start_is_not_evaluated(tmp_path: Path, monkeypatch) -> 
     assert json.loads(Path("data/eval/r0.json").read_text()) == {"round": 0, "problems": 0}
     summary = json.loads(Path("data/metrics/r0.json").read_text())
     assert summary["enabled"] is False and summary["accuracy"] == {}
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_weights(
+    tiny_model_dir: Path, tmp_path: Path, caplog
+) -> None:
+    frame = sft_frame(12)
+    # Saves after every step (a checkpoint is due after 0.006 s).
+    config = TrainConfig(batch_size=4, epochs=3, learning_rate=1e-2, checkpoint_minutes=1e-4)
+    whole = train_sft(tiny_model_dir, frame, tmp_path / "whole", config)
+    every_step = list(range(1, whole["optimizer_steps"] + 1))
+    assert len(every_step) > 4
+    out = tmp_path / "policy"
+    checkpoint = tmp_path / ".policy.resume.pt"
+
+    def kill_at_step_4(step: int, loss: float) -> None:
+        if step == 4:
+            raise Killed("killed at step 4")
+
+    with pytest.raises(Killed):
+        train_sft(tiny_model_dir, frame, out, config, on_step=kill_at_step_4)
+    assert not out.exists() and checkpoint.is_file()  # steps 1-3 saved
+
+    taken = []
+    resumed = train_sft(tiny_model_dir, frame, out, config, on_step=lambda s, _: taken.append(s))
+    assert taken == every_step[3:]  # only the steps the killed run had not finished
+    assert resumed["optimizer_steps"] == whole["optimizer_steps"]
+    assert resumed["train_loss_first"] == whole["train_loss_first"]
+    assert (out / "model.safetensors").read_bytes() == (
+        tmp_path / "whole" / "model.safetensors").read_bytes()  # fmt: skip
+    assert not checkpoint.exists()  # removed once the policy is saved
+
+    # Another run's checkpoint, or a damaged one, is not resumed: the run starts over.
+    with pytest.raises(Killed):
+        train_sft(tiny_model_dir, frame, out, config, on_step=kill_at_step_4)
+    taken.clear()
+    other = replace(config, learning_rate=2e-2)
+    train_sft(tiny_model_dir, frame, out, other, on_step=lambda s, _: taken.append(s))
+    assert taken == every_step and not checkpoint.exists()
+    with pytest.raises(Killed):
+        train_sft(tiny_model_dir, frame, out, config, on_step=kill_at_step_4)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    taken.clear()
+    train_sft(tiny_model_dir, frame, out, config, on_step=lambda s, _: taken.append(s))
+    assert taken == every_step and "unreadable checkpoint" in caplog.text
+    assert (out / "model.safetensors").read_bytes() == (
+        tmp_path / "whole" / "model.safetensors").read_bytes()  # fmt: skip

@@ -25,10 +25,12 @@ from tqdm import tqdm
 from pipeline.config import EvalConfig, MCTSConfig, ParamsError, RayConfig, group
 from pipeline.evaluation.evaluate import held_out_problems, problem_outcomes, summarise
 from pipeline.executors import Executor, WorkerSpec, make_executor
+from pipeline.ids import fingerprint
 from pipeline.io import atomic_file
+from pipeline.models.base import folder_signature
 from pipeline.models.engines.vllm_engine import resolve_dtype
 from pipeline.search.mcts import Problem
-from pipeline.search.rollout import fingerprint, folder_signature, plan_shards
+from pipeline.search.rollout import plan_shards
 from pipeline.search.rounds import mcts_with_overrides
 
 

@@ -34,6 +34,20 @@ class ModelError(RuntimeError):
 # --------------------------------------------------------------------------- files
 
 
+def folder_signature(path: Path) -> list[tuple[str, str]]:
+    """Content identity of a model folder (each file's path and SHA-1), for fingerprints: shards
+    made with another model are never resumed."""
+    if not path.exists():
+        raise ModelError(f"model folder {path} does not exist (run its stage first)")
+    signature = []
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        with file.open("rb") as handle:
+            signature.append(
+                (str(file.relative_to(path)), hashlib.file_digest(handle, "sha1").hexdigest())
+            )
+    return signature
+
+
 def count_parameters(folder: Path | str) -> int:
     """Parameters stored in a folder's safetensors files, read from headers (no model load)."""
     from safetensors import safe_open

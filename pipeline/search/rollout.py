@@ -21,28 +21,8 @@ import polars as pl
 from pipeline.config import MCTSConfig
 from pipeline.executors import Executor, LocalExecutor, Shard
 from pipeline.io import write_parquet
-from pipeline.models.base import ModelError
 from pipeline.search.mcts import MCTS, Problem, SearchStats, tree_rows
 from pipeline.search.tree import NODES_SCHEMA
-
-
-def fingerprint(parts: dict) -> str:
-    payload = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha1(payload).hexdigest()[:16]
-
-
-def folder_signature(path: Path) -> list[tuple[str, str]]:
-    """Content identity of a model folder (each file's path and SHA-1), for fingerprints: shards
-    made with another model are never resumed."""
-    if not path.exists():
-        raise ModelError(f"model folder {path} does not exist (run its stage first)")
-    signature = []
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        with file.open("rb") as handle:
-            signature.append(
-                (str(file.relative_to(path)), hashlib.file_digest(handle, "sha1").hexdigest())
-            )
-    return signature
 
 
 def shard_seed(base_seed: int, shard_index: int) -> int:

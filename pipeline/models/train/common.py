@@ -24,8 +24,9 @@ import torch
 from tqdm import tqdm
 
 from pipeline.config import TrainConfig
-from pipeline.ids import hash_position
+from pipeline.ids import fingerprint, hash_position
 from pipeline.models.hardware import native_bf16
+from pipeline.models.train.checkpoint import Checkpoint, random_state, restore_random_state
 
 
 class DataError(ValueError):
@@ -236,6 +237,7 @@ def train_loop(
     on_step: StepCallback | None = None,
     desc: str = "train",
     own_rate: dict[torch.nn.Parameter, float] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[torch.nn.Module, list[float]]:
     """Run the optimizer over the epochs; returns the prepared model and the loss of each step.
 
@@ -245,24 +247,38 @@ def train_loop(
     is their sum (the PPM loss is summed over the batch, docs/algorithm.md). The reported
     loss of a step is the mean of its micro-batches' reported losses over all processes.
     Gradients sync across processes only on a step's last micro-batch. ``own_rate`` maps
-    parameters to their own learning rate (the warm-up and decay still apply).
+    parameters to their own learning rate (the warm-up and decay still apply). With a
+    ``checkpoint``, the state is saved as often as it says and a saved state of the same run
+    is resumed: its steps are skipped, the rest run as they would have.
     """
     total = optimizer_steps(len(batches_for_epoch(0)), config)
     optimizer = _optimizer(model, config, own_rate or {})
     scheduler = _schedule(optimizer, total, config.warmup_ratio)
+    losses: list[float] = []
+    resumed = checkpoint.load() if checkpoint is not None else None
+    if resumed is not None:  # before `prepare`, so every process starts from the same state
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        losses = list(resumed["losses"])
+        restore_random_state(resumed["random"])
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
-    losses: list[float] = []
-    bar = tqdm(total=total, desc=desc, unit="step", disable=not accelerator.is_main_process)
-    started = time.perf_counter()
+    bar = tqdm(total=total, initial=len(losses), desc=desc, unit="step",
+               disable=not accelerator.is_main_process)  # fmt: skip
+    started, done_before = time.perf_counter(), len(losses)
+    step = 0
     for epoch in range(config.epochs):
         batches = batches_for_epoch(epoch)
         groups = [
             batches[i : i + config.grad_accum] for i in range(0, len(batches), config.grad_accum)
         ]
         for group in groups:
-            if len(losses) >= total:
+            if step >= total:
                 break
+            step += 1
+            if step <= done_before:  # taken before the resume
+                continue
             step_loss = 0.0
             for index, batch in enumerate(group):
                 last = index == len(group) - 1
@@ -283,14 +299,32 @@ def train_loop(
             ).item()
             losses.append(value)
             bar.update(1)
-            bar.set_postfix(
-                loss=f"{value:.4f}", s_step=f"{(time.perf_counter() - started) / len(losses):.2f}"
-            )
+            seconds_per_step = (time.perf_counter() - started) / (len(losses) - done_before)
+            bar.set_postfix(loss=f"{value:.4f}", s_step=f"{seconds_per_step:.2f}")
             if on_step is not None:
                 on_step(len(losses), value)
+            if checkpoint is not None and step < total and checkpoint.due():
+                _save_checkpoint(checkpoint, accelerator, model, optimizer, scheduler, losses)
     bar.close()
     model.eval()
     return model, losses
+
+
+def _save_checkpoint(checkpoint: Checkpoint, accelerator, model, optimizer, scheduler,
+                     losses: list[float]) -> None:  # fmt: skip
+    if accelerator.is_main_process:
+        checkpoint.save({
+            "model": accelerator.unwrap_model(model).state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "losses": list(losses), "random": random_state(),
+        })  # fmt: skip
+    accelerator.wait_for_everyone()
+
+
+def run_key(config: TrainConfig, **inputs: Any) -> str:
+    """The checkpoint name of one run: its knobs (all but how often to save) and its inputs."""
+    knobs = {key: value for key, value in config.as_dict().items() if key != "checkpoint_minutes"}
+    return fingerprint({"config": knobs, **inputs})
 
 
 def loss_summary(losses: list[float]) -> dict[str, float | None]:

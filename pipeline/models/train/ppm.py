@@ -18,7 +18,9 @@ from typing import Any
 import polars as pl
 import torch
 
+from pipeline.models.base import folder_signature
 from pipeline.models.ppm import PPM, pairwise_loss, score_from_value
+from pipeline.models.train.checkpoint import Checkpoint
 from pipeline.models.train.common import (
     DataError,
     StepCallback,
@@ -31,6 +33,7 @@ from pipeline.models.train.common import (
     make_accelerator,
     model_card,
     remove_stale_temps,
+    run_key,
     seed_everything,
     shard,
     train_loop,
@@ -112,7 +115,8 @@ def train_ppm(
     """Train a PPM from the SFT policy in ``policy_dir`` on ``pairs_path``; save to ``out_dir``.
 
     With no train pairs the PPM is saved untrained (fresh head), so a tiny round still yields
-    the folder the next round expects; the metrics say so. ``out_dir`` appears only when done.
+    the folder the next round expects; the metrics say so. ``out_dir`` appears only when done;
+    a run killed after ``config.checkpoint_minutes`` resumes from its checkpoint beside it.
     """
     started = time.perf_counter()
     policy_dir, pairs_path, out_dir = Path(policy_dir), Path(pairs_path), Path(out_dir)
@@ -157,8 +161,11 @@ def train_ppm(
             per_pair = pairwise_loss(chosen.float(), rejected.float())
             return (per_pair * weight).sum(), per_pair.mean()
 
+        key = run_key(config, policy=folder_signature(policy_dir), pairs=metrics["source_sha1"])
+        checkpoint = Checkpoint.beside(out_dir, key, config.checkpoint_minutes)
         prepared, losses = train_loop(ppm, batches_for_epoch, loss_fn, config, accelerator,
-                                      reduction="sum", on_step=on_step, desc="ppm")  # fmt: skip
+                                      reduction="sum", on_step=on_step, desc="ppm",
+                                      checkpoint=checkpoint)  # fmt: skip
         ppm = accelerator.unwrap_model(prepared)
         after = evaluate_pairs(ppm, test_pairs, accelerator, config)
         metrics |= {"heldout_accuracy_after": after["accuracy"], "heldout_loss_after": after["loss"],
@@ -168,6 +175,8 @@ def train_ppm(
 
     if accelerator.is_main_process:
         _save(ppm, out_dir, config, metrics)
+        if train_pairs and checkpoint is not None:
+            checkpoint.remove()
     accelerator.wait_for_everyone()
     return metrics
 

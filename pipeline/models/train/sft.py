@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.io import atomic_dir
-from pipeline.models.base import ModelError, load_causal_lm
+from pipeline.models.base import ModelError, folder_signature, load_causal_lm
+from pipeline.models.train.checkpoint import Checkpoint
 from pipeline.models.train.common import (
     DataError,
     StepCallback,
@@ -39,6 +40,7 @@ from pipeline.models.train.common import (
     make_accelerator,
     model_card,
     remove_stale_temps,
+    run_key,
     seed_everything,
     shard,
     train_loop,
@@ -231,7 +233,8 @@ def train_sft(
     of the problems are held out by hash of ``problem_id``. ``source`` (the Parquet file the
     examples came from) is recorded with its sha1 in the model card. With no usable examples
     the starting model is copied unchanged, so a round with an empty SFT set still has a policy.
-    ``out_dir`` appears only when the run finishes (written beside it, then renamed).
+    ``out_dir`` appears only when the run finishes (written beside it, then renamed); a run
+    killed after ``config.checkpoint_minutes`` resumes from its checkpoint beside it.
     """
     started = time.perf_counter()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -291,15 +294,20 @@ def train_sft(
         loss = loss_sum / count.clamp(min=1)
         return loss, loss
 
+    key = run_key(config, start=folder_signature(model_dir), train=[vars(row) for row in train_rows],
+                  heldout=[vars(row) for row in held_rows])  # fmt: skip
+    checkpoint = Checkpoint.beside(out_dir, key, config.checkpoint_minutes)
     prepared, losses = train_loop(wrapper, batches_for_epoch, loss_fn, config, accelerator,
                                   reduction="mean", on_step=on_step, desc="sft",
-                                  own_rate=own_rate)  # fmt: skip
+                                  own_rate=own_rate, checkpoint=checkpoint)  # fmt: skip
     wrapper = accelerator.unwrap_model(prepared)
     metrics["heldout_loss_after"] = mean_loss(wrapper, held_batches, accelerator, config)
     metrics |= loss_summary(losses) | {"optimizer_steps": len(losses), "trained": True}
     metrics["seconds"] = round(time.perf_counter() - started, 2)
     if accelerator.is_main_process:
         _save_policy(wrapper.model, tokenizer, out_dir, config, metrics, model_dir, markers_before)
+        if checkpoint is not None:
+            checkpoint.remove()
     accelerator.wait_for_everyone()
     return metrics
 
