@@ -3,7 +3,8 @@
 A killed training stage (a lost GPU node, Ctrl-C, a time limit) resumes at its last checkpoint
 when it runs again: the weights, the optimizer's moments, the learning-rate schedule, the
 losses so far and the random state are restored, and the steps already taken are skipped, so
-the resumed run ends with the weights of an uninterrupted one. The checkpoint is named by a
+the resumed run ends with the weights of an uninterrupted one (on several GPUs, every process
+takes the main process's random state). The checkpoint is named by a
 fingerprint of the run (config, starting model, data), so a changed input starts over; it is
 removed once the trained model is saved. A checkpoint that cannot be read is reported and
 ignored: the run starts over rather than fail.

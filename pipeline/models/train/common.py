@@ -312,13 +312,14 @@ def train_loop(
 
 def _save_checkpoint(checkpoint: Checkpoint, accelerator, model, optimizer, scheduler,
                      losses: list[float]) -> None:  # fmt: skip
+    # The main process alone, on its own clock: no collective call, so processes that disagree
+    # on whether a save is due never wait for each other (data-parallel replicas are equal).
     if accelerator.is_main_process:
         checkpoint.save({
             "model": accelerator.unwrap_model(model).state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "losses": list(losses), "random": random_state(),
         })  # fmt: skip
-    accelerator.wait_for_everyone()
 
 
 def run_key(config: TrainConfig, **inputs: Any) -> str:
