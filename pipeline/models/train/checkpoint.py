@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from pipeline.config import TrainConfig
+from pipeline.ids import fingerprint
 from pipeline.io import atomic_file
 
 log = logging.getLogger(__name__)
@@ -35,12 +37,18 @@ class Checkpoint:
     _last_save: float = field(default_factory=time.perf_counter)
 
     @classmethod
-    def beside(cls, out_dir: Path | str, key: str, minutes: float) -> Checkpoint | None:
-        """``.NAME.resume.pt`` next to ``out_dir``; None when ``minutes`` is 0 (off)."""
-        if minutes <= 0:
+    def for_run(cls, out_dir: Path | str, config: TrainConfig, **inputs: Any) -> Checkpoint | None:
+        """``.NAME.resume.pt`` next to ``out_dir``, named by the run's knobs (all but how often
+        to save) and ``inputs`` (the starting model's and the data's identity); None when
+        ``config.checkpoint_minutes`` is 0 (off)."""
+        if config.checkpoint_minutes <= 0:
             return None
+        knobs = {
+            key: value for key, value in config.as_dict().items() if key != "checkpoint_minutes"
+        }
         out_dir = Path(out_dir)
-        return cls(out_dir.parent / f".{out_dir.name}.resume.pt", key, minutes * 60)
+        return cls(out_dir.parent / f".{out_dir.name}.resume.pt",
+                   fingerprint({"config": knobs, **inputs}), config.checkpoint_minutes * 60)  # fmt: skip
 
     def load(self) -> dict[str, Any] | None:
         """The saved state of this very run, or None (none saved, another run's, unreadable)."""

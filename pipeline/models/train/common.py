@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline.config import TrainConfig
-from pipeline.ids import fingerprint, hash_position
+from pipeline.ids import hash_position
 from pipeline.models.hardware import native_bf16
 from pipeline.models.train.checkpoint import Checkpoint, random_state, restore_random_state
 
@@ -320,12 +320,6 @@ def _save_checkpoint(checkpoint: Checkpoint, accelerator, model, optimizer, sche
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "losses": list(losses), "random": random_state(),
         })  # fmt: skip
-
-
-def run_key(config: TrainConfig, **inputs: Any) -> str:
-    """The checkpoint name of one run: its knobs (all but how often to save) and its inputs."""
-    knobs = {key: value for key, value in config.as_dict().items() if key != "checkpoint_minutes"}
-    return fingerprint({"config": knobs, **inputs})
 
 
 def loss_summary(losses: list[float]) -> dict[str, float | None]:

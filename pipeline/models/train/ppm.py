@@ -33,7 +33,6 @@ from pipeline.models.train.common import (
     make_accelerator,
     model_card,
     remove_stale_temps,
-    run_key,
     seed_everything,
     shard,
     train_loop,
@@ -161,8 +160,9 @@ def train_ppm(
             per_pair = pairwise_loss(chosen.float(), rejected.float())
             return (per_pair * weight).sum(), per_pair.mean()
 
-        key = run_key(config, policy=folder_signature(policy_dir), pairs=metrics["source_sha1"])
-        checkpoint = Checkpoint.beside(out_dir, key, config.checkpoint_minutes)
+        checkpoint = Checkpoint.for_run(
+            out_dir, config, policy=folder_signature(policy_dir), pairs=metrics["source_sha1"]
+        )
         prepared, losses = train_loop(ppm, batches_for_epoch, loss_fn, config, accelerator,
                                       reduction="sum", on_step=on_step, desc="ppm",
                                       checkpoint=checkpoint)  # fmt: skip

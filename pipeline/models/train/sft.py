@@ -40,7 +40,6 @@ from pipeline.models.train.common import (
     make_accelerator,
     model_card,
     remove_stale_temps,
-    run_key,
     seed_everything,
     shard,
     train_loop,
@@ -294,9 +293,10 @@ def train_sft(
         loss = loss_sum / count.clamp(min=1)
         return loss, loss
 
-    key = run_key(config, start=folder_signature(model_dir), train=[vars(row) for row in train_rows],
-                  heldout=[vars(row) for row in held_rows])  # fmt: skip
-    checkpoint = Checkpoint.beside(out_dir, key, config.checkpoint_minutes)
+    checkpoint = Checkpoint.for_run(
+        out_dir, config, start=folder_signature(model_dir),
+        train=[vars(row) for row in train_rows], heldout=[vars(row) for row in held_rows],
+    )  # fmt: skip
     prepared, losses = train_loop(wrapper, batches_for_epoch, loss_fn, config, accelerator,
                                   reduction="mean", on_step=on_step, desc="sft",
                                   own_rate=own_rate, checkpoint=checkpoint)  # fmt: skip
