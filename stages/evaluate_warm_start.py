@@ -53,9 +53,10 @@ def read_training_metrics() -> dict[str, Any]:
     return json.loads(TRAINING.read_text())
 
 
-def evaluate_warm_start(params: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
+def evaluate_warm_start(
+    params: dict[str, Any], config: EvalConfig, training: dict[str, Any]
+) -> dict[str, Any]:
     """Round 0's evaluation, or only `problems: 0` when there is nothing to evaluate."""
-    config = warm_start_eval_config(params)
     if not training.get("enabled") or config.problems == 0:
         return {"round": 0, "problems": 0}
     started = time.perf_counter()
@@ -85,9 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    warm_start_eval_config(params)  # a wrong parameter fails before anything is read
+    config = warm_start_eval_config(params)  # a wrong parameter fails before anything is read
     training = read_training_metrics()
-    evaluation = evaluate_warm_start(params, training)
+    evaluation = evaluate_warm_start(params, config, training)
     write_json(EVALUATION, evaluation)
     write_json(SUMMARY, warm_start_summary(training, evaluation))
     if evaluation.get("accuracy"):

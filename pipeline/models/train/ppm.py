@@ -139,6 +139,7 @@ def train_ppm(
         "heldout_loss_before": before["loss"],
     }
 
+    checkpoint = None  # only a run with train pairs trains, and so may leave one
     if not train_pairs:
         metrics |= {"trained": False, "note": "no train pairs: the PPM is saved untrained (fresh value head)",
                     "heldout_accuracy_after": before["accuracy"], "heldout_loss_after": before["loss"]}  # fmt: skip
@@ -175,7 +176,7 @@ def train_ppm(
 
     if accelerator.is_main_process:
         _save(ppm, out_dir, config, metrics)
-        if train_pairs and checkpoint is not None:
+        if checkpoint is not None:
             checkpoint.remove()
     accelerator.wait_for_everyone()
     return metrics
