@@ -181,6 +181,9 @@ def equivalent(pred: str, truth: str) -> bool:
 
 
 def _readings_equal(gold: Any, pred: Any) -> bool:
+    # latex2sympy makes `i` a real symbol in `2i\sqrt{2}` and a non-real one in `2\sqrt{2}i`,
+    # and two symbols that differ so never compare equal: both become the imaginary unit.
+    gold, pred = _imaginary_unit(gold), _imaginary_unit(pred)
     floats = _compare_floats(gold, pred)
     if floats is not None:
         return floats
@@ -207,10 +210,14 @@ def _compare_floats(gold: Any, pred: Any) -> bool | None:
 
 
 def _imaginary_unit(value: Any) -> Any:
-    """``0.2 + 0.6i`` as a complex number: latex2sympy leaves ``i`` a (non-real) symbol, which
-    the float rule cannot compare with ``\\frac{1}{5} + \\frac{3}{5}i``."""
+    """``0.2 + 0.6i`` as a complex number: latex2sympy leaves ``i`` a symbol, which the float
+    rule cannot compare with ``\\frac{1}{5} + \\frac{3}{5}i``, and which is real or not
+    depending on where it stands (``2i\\sqrt{2}``, ``2\\sqrt{2}i``)."""
     if isinstance(value, Basic) and {s.name for s in value.free_symbols} == {"i"}:
-        return value.subs({s: I for s in value.free_symbols})
+        try:
+            return value.subs({s: I for s in value.free_symbols})
+        except Exception:  # noqa: BLE001 - e.g. an interval cannot hold i: keep the reading
+            return value
     return value
 
 

@@ -28,6 +28,8 @@ Conventions a user should know (each has a test):
 - brackets around a whole answer say what it is: ``(1,2)``, ``[1,2]`` and ``\\{1,2\\}`` differ
   from each other (an unbracketed ``1, 2`` is a list of answers, in any order);
 - an inequality answers the interval it describes: ``1 < x \\le 3`` == ``(1, 3]``;
+- numbers written in different bases differ: ``52_9`` != ``52_8`` (``52`` == ``52_8``: a
+  missing subscript is read in the ground truth's base);
 - a ground truth may be a whole GSM8K worked solution: its ``#### N`` line is the answer.
 """
 
@@ -63,7 +65,8 @@ _BOX_COMMANDS = ("\\boxed", "\\fbox")
 def extract_answer(text: str) -> str | None:
     """Content of the last ``\\boxed{...}`` (or ``\\fbox{}``) in ``text``, braces balanced.
 
-    ``\\boxed 5`` without braces gives ``5`` (up to whitespace or ``$``). None when there is no
+    ``\\boxed 5`` without braces gives ``5`` (up to whitespace or ``$``, less a trailing ``.,;:``
+    that ends the sentence). None when there is no
     box, the last box is unbalanced (a truncated generation) or empty: a terminal step without a
     readable answer is graded wrong, never guessed at.
     """
@@ -80,7 +83,9 @@ def extract_answer(text: str) -> str | None:
     if at < len(text) and text[at] == "{":
         content = _braced(text, at)
     else:
+        # `\boxed 5, so` or `\boxed 5.`: the punctuation ends the sentence, not the answer.
         content = re.match(r"[^\s$]*", text[at:]).group(0)  # type: ignore[union-attr]
+        content = content.rstrip(".,;:")
     if content is None or not content.strip():
         return None
     return content.strip()
@@ -108,9 +113,10 @@ def _braced(text: str, open_at: int) -> str | None:
 
 _SPACING = re.compile(r"(?<!\\)\\[!,;: ]|\\q?quad\b|~")
 _LEFT_RIGHT = re.compile(r"\\(?:left|right)(?![A-Za-z])")
-# LaTeX's thousands separators, `5,\\!525` (MATH's habit) and `5{,}525`: unlike a bare comma
-# they never separate list items, so they go wherever they are (`\\frac{12}{5,\\!525}`).
-_GLUED_THOUSANDS = re.compile(r"(?<=\d)(?:,\\!|\{,\})(?=\d{3}(?!\d))")
+# LaTeX's thousands separators, `5,\\!525` (MATH's habit, also `11,\\! 111`) and `5{,}525`:
+# unlike a bare comma they never separate list items, so they go wherever they are
+# (`\\frac{12}{5,\\!525}`).
+_GLUED_THOUSANDS = re.compile(r"(?<=\d)(?:,\\!\s*|\{,\})(?=\d{3}(?!\d))")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree\b")  # not a bare \circ: f \circ g
 # A number followed by plain words, e.g. `18 dollars`; math words are not units. Written so no
 # string can make it backtrack (digits, separators and words cannot be split two ways).
@@ -229,6 +235,14 @@ def _as_number(form: str) -> tuple[Fraction, bool] | None:
 
 
 _OPENERS, _CLOSERS = "([{", ")]}"
+# A number written in a base, `52_8`, `4210_{5}`, `152A_{11}`, `0.0011_{2}` (normal forms).
+_BASED = re.compile(r"[+-]?\d[0-9A-Za-z]*(?:\.[0-9A-Za-z]+)?_(?:(\d+)|\{(\d+)\})")
+
+
+def _base(form: str) -> int | None:
+    """The base of a normal form that is one number written in a base, else None."""
+    match = _BASED.fullmatch(form)
+    return int(match.group(1) or match.group(2)) if match else None
 
 
 def _enclosure(form: str) -> str | None:
@@ -278,6 +292,9 @@ def _fast_verdict(pred: object, truth: object) -> bool | tuple[str, str]:
         return numbers_agree(*pred_number, *truth_number)
     if len(pred_clean) > MAX_ANSWER_CHARS or len(truth_clean) > MAX_ANSWER_CHARS:
         return False
+    pred_base, truth_base = _base(pred_form), _base(truth_form)
+    if pred_base is not None and truth_base is not None and pred_base != truth_base:
+        return False  # math-verify drops the subscript: `52_9` would equal `52_8`
     pred_brackets, truth_brackets = _enclosure(pred_form), _enclosure(truth_form)
     if pred_brackets and truth_brackets and pred_brackets != truth_brackets:
         # A pair, an interval, a set and a list differ: `(1,2)` is not `[1,2]` nor `\\{1,2\\}`
