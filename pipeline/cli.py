@@ -103,14 +103,18 @@ def evaluate_models(
     from pipeline.io import write_json
     from pipeline.problems.sources import ProblemSourceError
 
-    settings = load_params(params)
+    if output is not None and output.is_dir():  # found before the evaluation, not after it
+        console.print(f"[red]error:[/red] --output {output} is a folder; give a file name")
+        raise typer.Exit(2)
     chosen = {"source": problems, "problems": limit, "samples": samples}
     if split is not None:
         chosen["split"] = split
     try:  # a bad value, problem file or cluster fails in one line, before any model loads
+        settings = load_params(params)
         config = group(settings, "evaluate", EvalConfig, **chosen)
         metrics = run_evaluation(settings, config, policy, ppm)
-    except (ParamsError, ProblemSourceError, ExecutorError) as error:
+    except (ParamsError, ProblemSourceError, ExecutorError, FileNotFoundError) as error:
+        # FileNotFoundError: a --policy or --ppm folder that is not there (executors.Worker)
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
     if output is not None:

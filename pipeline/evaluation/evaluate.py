@@ -339,11 +339,17 @@ def held_out_problems(config: EvalConfig) -> tuple[list[Problem], dict[str, str]
     From the seeds, the `evaluate.split` split (`test` to report, `validation` to tune on).
     The first `evaluate.problems` are taken level by level in turn (by problem_id within a
     level), so a cut keeps the levels balanced."""
-    if config.source == "seeds":
-        frame = pl.read_parquet(layout.PROBLEMS).filter(pl.col("split") == config.split)
-    else:
-        from pipeline.problems.sources import load_problems
+    from pipeline.problems.sources import ProblemSourceError, load_problems
 
+    if config.source == "seeds":
+        if not layout.PROBLEMS.is_file():
+            raise ProblemSourceError(
+                f"{layout.PROBLEMS}: no such file; run the seeds stage or give a problem file"
+            )
+        frame = pl.read_parquet(layout.PROBLEMS).filter(pl.col("split") == config.split)
+        if frame.is_empty():  # else every accuracy is a meaningless 0 of 0
+            raise ProblemSourceError(f"{layout.PROBLEMS}: no problems in split {config.split!r}")
+    else:
         frame = load_problems(config.source)
     ranked = levels_in_turn(frame.iter_rows(named=True))
     if config.problems:

@@ -7,7 +7,8 @@ Sources, chosen by the ``source`` string:
 - a ``.jsonl`` / ``.json`` / ``.parquet`` path: GSM8K files (answers are worked solutions ending
   in ``#### N``, detected from the content or forced with ``format="gsm8k"``; their solutions are
   converted to the step format by :mod:`pipeline.problems.gsm8k`), MATH-style JSON lists, or any
-  table whose columns are mapped with ``columns={"question": ..., "answer": ...}``;
+  table whose columns are mapped with ``columns={"question": ..., "answer": ...}``; a text answer
+  holding ``\\boxed{...}`` (a MATH solution mapped to ``answer``) keeps the last box's content;
 - ``hf:<dataset>[:<config>][@<split>]``: the same, through ``datasets.load_dataset``.
 
 Every problem gets ``problem_id`` = hash of its normalised question, so ids are stable across
@@ -35,7 +36,7 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.grading.answer import restore_lost_backslashes
+from pipeline.grading.answer import extract_answer, restore_lost_backslashes
 from pipeline.ids import hash_position, problem_id
 from pipeline.problems.generator import LEVELS, generate_problems
 from pipeline.problems.gsm8k import GSM8KFormatError, convert_worked_solution, looks_like_gsm8k
@@ -126,7 +127,8 @@ def read_problems(
     every row; ``test_fraction`` (and ``validation_fraction``) instead assigns the split by hash
     (:func:`split_problems`, with ``seed``); with neither, files named like ``*test*`` are ``test`` and others ``train``.
     ``columns`` maps contract columns (question, answer, solution) to the source's names.
-    ``format`` is ``gsm8k`` or ``plain`` (default: ``gsm8k`` when answers contain ``####``).
+    ``format`` is ``gsm8k`` or ``plain`` (default: ``gsm8k`` when the first row's answer contains
+    ``####``; a later ``####`` answer in a file detected as plain is then an error).
     ``name`` overrides the ``source`` column; ``dedupe=False`` keeps repeated questions.
     """
     if n is not None and limit is not None and source != GENERATED:
@@ -288,16 +290,20 @@ def _read_jsonl(path: Path) -> Iterator[_Row]:
         lines = path.open("rb")
     except OSError as error:
         raise ProblemSourceError(f"{path}: cannot read ({error.strerror})") from None
+    first = True
     with lines:
         for number, raw in enumerate(lines, 1):
             where = f"{path}: line {number}"
             line = _decode(path, raw, number)
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ProblemSourceError(f"{where}: malformed JSON ({error.msg})") from None
+            if first and line.lstrip().startswith("["):
+                raise ProblemSourceError(
+                    f"{where}: a JSON list, not JSON lines (one object per line); "
+                    "name the file .json"
+                )
+            first = False
+            record = _parse_json(line, where)
             if not isinstance(record, dict):
                 raise ProblemSourceError(
                     f"{where}: expected a JSON object, got {type(record).__name__}"
@@ -311,14 +317,12 @@ def _read_json(path: Path) -> Iterator[_Row]:
     except OSError as error:
         raise ProblemSourceError(f"{path}: cannot read ({error.strerror})") from None
     try:
-        records = json.loads(text)
-    except json.JSONDecodeError as error:
+        records = _parse_json(text, str(path), whole_file=True)
+    except ProblemSourceError:
         if text.lstrip().startswith("{"):  # JSON lines saved as .json
             yield from _read_jsonl(path)
             return
-        raise ProblemSourceError(
-            f"{path}: malformed JSON at line {error.lineno} ({error.msg})"
-        ) from None
+        raise
     if isinstance(records, dict):  # one object, pretty-printed: one record, like one JSON line
         records = [records]
     if not isinstance(records, list):
@@ -330,6 +334,20 @@ def _read_json(path: Path) -> Iterator[_Row]:
                 f"{where}: expected a JSON object, got {type(record).__name__}"
             )
         yield _Row(where, record, {"file": path.name, "row": number})
+
+
+def _parse_json(text: str, where: str, whole_file: bool = False) -> Any:
+    """``json.loads``, with every way it fails as one line: besides malformed text, an integer
+    of more than 4300 digits is a ValueError and deep nesting a RecursionError."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        at = f" at line {error.lineno}" if whole_file else ""
+        raise ProblemSourceError(f"{where}: malformed JSON{at} ({error.msg})") from None
+    except ValueError as error:  # int digits limit
+        raise ProblemSourceError(f"{where}: unreadable JSON ({_first_line(error)})") from None
+    except RecursionError:
+        raise ProblemSourceError(f"{where}: unreadable JSON (nested too deeply)") from None
 
 
 def _decode(path: Path, raw: bytes, line: int = 1) -> str:
@@ -429,6 +447,7 @@ def _to_frame(
     answer_key = mapping.get("answer", "answer")
     solution_key = mapping.get("solution")
     records, seen = [], set()
+    detected = None  # the format read from the first row, when not given
     for row in rows:
         question = _text(row, question_key, "question")
         pid = problem_id(question)
@@ -438,6 +457,12 @@ def _to_frame(
         raw_answer = _field(row, answer_key, "answer")
         if format is None:  # decided by the first row: a file is one format throughout
             format = "gsm8k" if looks_like_gsm8k(raw_answer) else "plain"
+            detected = format
+        if detected == "plain" and looks_like_gsm8k(raw_answer):  # else kept whole as the answer
+            raise ProblemSourceError(
+                f"{row.where}: answer is a GSM8K worked solution ('####') but the first row's "
+                "is not; a file is one format throughout (format='plain' keeps such answers)"
+            )
         meta = {**row.origin, **_extra_fields(row.record, {question_key, answer_key, solution_key})}
         if format == "gsm8k":
             answer, solution = _convert_gsm8k(row, question, raw_answer, meta)
@@ -530,6 +555,13 @@ def _answer_part(row: _Row, value: object) -> str:
         # Repaired before _clean strips it: that leading TAB is the answer's backslash. (The CR of a CRLF
         # is followed by "\n", not a letter, so it is left for _clean.)
         text = _clean(row, "answer", restore_lost_backslashes(value))
+        if "\\boxed" in text or "\\fbox" in text:  # a MATH solution mapped to answer
+            boxed = extract_answer(text)
+            if boxed is None:
+                raise ProblemSourceError(
+                    f"{row.where}: answer has a \\boxed{{}} with no readable answer"
+                )
+            text = boxed.strip()
         if not text:
             raise ProblemSourceError(f"{row.where}: empty answer")
         return text
@@ -537,9 +569,12 @@ def _answer_part(row: _Row, value: object) -> str:
         return str(value)
     if not (value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)):
         raise ProblemSourceError(f"{row.where}: answer must be a finite number, got {value!r}")
-    if value == int(value):
-        return str(int(value))
-    return format(value.normalize(), "f") if isinstance(value, Decimal) else str(value)
+    # A float as the shortest decimal text that reads back as it: 1e23 is 1 and 23 zeros, not
+    # int(1e23) = 99999999999999991611392; 1e-07 is 0.0000001.
+    number = value if isinstance(value, Decimal) else Decimal(repr(value))
+    if number == int(number):
+        return str(int(number))
+    return format(number.normalize(), "f")
 
 
 def _extra_fields(record: dict[str, Any], used: set[str | None]) -> dict[str, Any]:
