@@ -201,10 +201,11 @@ def test_closing_the_standard_streams_is_an_error_not_a_crash(sandbox):
 
 
 def test_a_thread_left_running_does_not_leak_into_the_next_step(sandbox):
+    # a daemon thread: python ends without waiting for it (a run waits for the others)
     code = (
         "import threading, time\n"
         "def chatter():\n    while True:\n        print('late')\n        time.sleep(0.01)\n"
-        "threading.Thread(target=chatter).start()\ntime.sleep(0.05)"
+        "threading.Thread(target=chatter, daemon=True).start()\ntime.sleep(0.05)"
     )
     assert sandbox.run(code).error is None
     time.sleep(0.1)

@@ -20,6 +20,8 @@ the worker's stdin and stdout (moved to private descriptors at start).
 
 from __future__ import annotations
 
+import _posixsubprocess
+import atexit
 import builtins
 import errno
 import json
@@ -29,6 +31,7 @@ import signal
 import struct
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -272,6 +275,12 @@ def _exit_with_error(line: str) -> None:
     (EXIT_UNREPORTED when the code closed every handle on its stderr)."""
     flat = line.replace("\n", " ")[:ERROR_LIMIT]
     data = ("\n" + flat + "\n").encode("utf-8", "backslashreplace")
+    try:  # threads the code left running write on through fd 2: into /dev/null from now on,
+        # so that none of it lands after the line (the Sandbox reads it off the end)
+        os.fstat(_ERROR_FD)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    except BaseException:  # noqa: BLE001 - no second handle: the line goes through fd 2
+        pass
     for fd in (_ERROR_FD, 2):
         try:
             end = os.lseek(fd, 0, os.SEEK_END)
@@ -314,6 +323,45 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         raise PermissionError(errno.EPERM, f"step code may not start processes ({event})")
     if event in ("os.kill", "os.killpg") and isinstance(args[0], int) and args[0] <= 0:
         raise PermissionError(errno.EPERM, "the sandbox refuses signals to process groups")
+    if event in ("os.kill", "os.killpg", "signal.pthread_kill") and _kills_this_init(event, args):
+        _die_of_signal(signal.SIGKILL)
+
+
+# A run is pid 1 of its own pid namespace, and the kernel drops a signal left at its default
+# action when it reaches that pid 1 from inside the namespace: code that sent itself SIGTERM,
+# raised SIGUSR1 or let an alarm() go off used to run on and end cleanly. These signals (their
+# default is to end the process; faults such as SIGSEGV excepted, which the kernel forces) get
+# a handler that ends the run as the signal would end any other process; SIGKILL, which takes
+# no handler, is caught by the audit hook on its way out (os.kill, os.killpg, pthread_kill).
+_ENDING_SIGNALS = tuple(
+    number
+    for name in ("SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGTERM", "SIGSTKFLT")
+    + ("SIGXCPU", "SIGVTALRM", "SIGPROF", "SIGIO", "SIGPWR")
+    if (number := getattr(signal, name, None)) is not None
+) + tuple(range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
+
+
+def _die_of_signal(number: int, _frame: object = None) -> None:
+    """End this process as ``number`` would: in words when it is the run's pid 1, for real in a
+    process the code forked (it is no pid 1)."""
+    if os.getpid() == 1:
+        _exit_with_error(f"Killed: signal {number} ({_SIGNAL_NAMES.get(number, '?')})")
+    signal.signal(number, signal.SIG_DFL)
+    signal.pthread_kill(threading.get_ident(), number)
+
+
+def _kills_this_init(event: str, args: tuple[Any, ...]) -> bool:
+    """Whether the code, as the run's pid 1, sends itself SIGKILL (os.kill, os.killpg, or
+    pthread_kill, whose target is always a thread of this process)."""
+    if os.getpid() != 1 or args[1] != signal.SIGKILL:
+        return False
+    return event == "signal.pthread_kill" or args[0] == (1 if event == "os.kill" else os.getpgrp())
+
+
+def _refuse_fork_exec(*_args: object, **_kwargs: object) -> None:
+    """Stands in for ``_posixsubprocess.fork_exec``: multiprocessing's 'spawn' calls it with
+    no audit event and ignores the exec failure, so the run ended cleanly without its process."""
+    raise PermissionError(errno.EPERM, "step code may not start processes (_posixsubprocess)")
 
 
 def execute(code: str) -> str | None:
@@ -339,7 +387,13 @@ def execute(code: str) -> str | None:
         _real_exit(status)
 
     os._exit = exit_now
+    _posixsubprocess.fork_exec = _refuse_fork_exec
     sys.addaudithook(_audit)
+    atexit._clear()  # the zygote's handlers (logging's...): never the run's to call
+    if me == 1:
+        for number in _ENDING_SIGNALS:
+            if signal.getsignal(number) == signal.SIG_DFL:
+                signal.signal(number, _die_of_signal)
     error = None
     try:
         program = compile(code, "<step>", "exec")
@@ -350,6 +404,11 @@ def execute(code: str) -> str | None:
         error = describe_error(exc)
     if os.getpid() != me:
         os._exit(0)
+    try:  # what python does before it exits: join non-daemon threads, then atexit handlers
+        threading._shutdown()  # type: ignore[attr-defined]
+        atexit._run_exitfuncs()
+    except BaseException as exc:  # noqa: BLE001 - e.g. KeyboardInterrupt while joining
+        error = error or describe_error(exc)
     for stream in streams:
         try:
             stream.flush()
