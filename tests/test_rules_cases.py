@@ -56,28 +56,28 @@ def write_rows(path: Path, trees: Sequence[Tree], q: dict[str, float] | None = N
     return path
 
 
-def pairs_of(
-    tmp_path: Path, *trees: Tree, q: dict[str, float] | None = None, **options
-) -> list[dict]:
+def derived(tmp_path: Path, derive: Callable, trees: Sequence[Tree],
+            q: dict[str, float] | None, **options) -> list[dict]:  # fmt: skip
+    """The rows ``derive`` (sql.derive_pairs or sql.derive_sft) writes for ``trees``."""
     nodes = write_rows(tmp_path / "nodes.parquet", trees, q)
     problems = write_problems(tmp_path / "problems.parquet", *trees)
-    out = tmp_path / "pairs.parquet"
-    count = sql.derive_pairs(nodes, problems, out, **options)
+    out = tmp_path / "derived.parquet"
+    count = derive(nodes, problems, out, **options)
     rows = pq.read_table(out).to_pylist()
     assert count == len(rows)
     return rows
+
+
+def pairs_of(
+    tmp_path: Path, *trees: Tree, q: dict[str, float] | None = None, **options
+) -> list[dict]:
+    return derived(tmp_path, sql.derive_pairs, trees, q, **options)
 
 
 def sft_of(
     tmp_path: Path, *trees: Tree, q: dict[str, float] | None = None, per_problem: int = 2
 ) -> list[dict]:
-    nodes = write_rows(tmp_path / "nodes.parquet", trees, q)
-    problems = write_problems(tmp_path / "problems.parquet", *trees)
-    out = tmp_path / "sft.parquet"
-    count = sql.derive_sft(nodes, problems, out, per_problem=per_problem)
-    rows = pq.read_table(out).to_pylist()
-    assert count == len(rows)
-    return rows
+    return derived(tmp_path, sql.derive_sft, trees, q, per_problem=per_problem)
 
 
 def named(rows: list[dict], names: dict[str, str]) -> list[tuple]:

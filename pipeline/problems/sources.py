@@ -561,7 +561,7 @@ def _answer_part(row: _Row, value: object) -> str:
                 raise ProblemSourceError(
                     f"{row.where}: answer has a \\boxed{{}} with no readable answer"
                 )
-            text = boxed.strip()
+            text = boxed  # extract_answer strips it
         if not text:
             raise ProblemSourceError(f"{row.where}: empty answer")
         return text
