@@ -101,8 +101,10 @@ def evaluate_models(
     from pipeline.evaluation.sharded import run_evaluation
     from pipeline.executors import ExecutorError
     from pipeline.io import write_json
+    from pipeline.memory import keep_freed_memory
     from pipeline.problems.sources import ProblemSourceError
 
+    keep_freed_memory()  # as every stage does (pipeline/memory.py)
     if output is not None and output.is_dir():  # found before the evaluation, not after it
         console.print(f"[red]error:[/red] --output {output} is a folder; give a file name")
         raise typer.Exit(2)

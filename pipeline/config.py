@@ -237,18 +237,21 @@ class PPMScorerConfig:
         _choices(self)
 
 
-def engine_config(params: dict[str, Any]) -> EngineConfig:
-    """The `engine` group: its kind checked, and vllm's own options typed and in range."""
+def engine_config(params: dict[str, Any], where: str = "engine") -> EngineConfig:
+    """The `engine` group: its kind checked, and vllm's own options typed and in range.
+    ``where`` names the group in errors (`evaluate.engine` holds one of its own)."""
     values = params.get("engine") or {}
     if not isinstance(values, dict):
-        raise ParamsError(f"params group 'engine' must be a mapping, got {values!r}")
+        raise ParamsError(f"params group {where!r} must be a mapping, got {values!r}")
     options = {key: value for key, value in values.items() if key != "kind"}
     kind = group(
-        {"engine": {"kind": values.get("kind", EngineConfig.kind)}}, "engine", EngineConfig
-    ).kind
+        {"engine": {"kind": values.get("kind", EngineConfig.kind)}}, "engine", EngineConfig,
+        where=where,
+    ).kind  # fmt: skip
     if kind == "vllm":
         known = {f.name for f in dataclasses.fields(VLLMOptions)}
-        group({"engine": {k: v for k, v in options.items() if k in known}}, "engine", VLLMOptions)
+        vllm_options = {"engine": {k: v for k, v in options.items() if k in known}}
+        group(vllm_options, "engine", VLLMOptions, where=where)
     return EngineConfig(kind, options)
 
 
@@ -469,6 +472,9 @@ class EvalConfig:
     # giving its best-scored answer, and a majority vote over them (0: off).
     mcts_runs: int = 0
     mcts: dict = field(default_factory=dict)  # overrides of the `mcts` group for evaluation
+    # A whole `engine` group for evaluation ({}: the `engine` group), e.g. {kind: transformers}
+    # where starting a vLLM engine costs more than a few held-out problems take.
+    engine: dict = field(default_factory=dict)
     # Per-round overrides of these keys, e.g. {r4: {samples: 4}}: every method in the last round
     # only. Here rather than in `rounds.rN`, so that changing them re-runs no rollout.
     rounds: dict = field(default_factory=dict)
@@ -481,6 +487,14 @@ class EvalConfig:
         _at_least(self, 1, "mcts_children", "shard_size")
         _at_least(self, 0, "temperature")
         _choices(self)
+        if self.engine:
+            engine_config({"engine": self.engine}, where="evaluate.engine")
+
+    def engine_group(self, params: dict[str, Any]) -> EngineConfig:
+        """The engine evaluation runs: its own `evaluate.engine`, else the `engine` group."""
+        if self.engine:
+            return engine_config({"engine": self.engine}, where="evaluate.engine")
+        return engine_config(params)
 
     @property
     def uses_ppm(self) -> bool:

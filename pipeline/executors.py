@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol
 
 from pipeline.config import (
     EXECUTOR_KINDS,
+    EngineConfig,
     PPMScorerConfig,
     RayConfig,
     SandboxConfig,
@@ -56,12 +57,13 @@ class WorkerSpec:
 
     @classmethod
     def from_params(
-        cls, params: dict[str, Any], policy: Path, ppm: Path | None = None
-    ) -> WorkerSpec:
-        """The `engine` group's engine on ``policy``, the `sandbox` group's sandbox and, when
-        given, the PPM scored as `ppm_scorer` says; folders as absolute paths, as every node
-        must see them."""
-        engine = engine_config(params)
+        cls, params: dict[str, Any], policy: Path, ppm: Path | None = None,
+        engine: EngineConfig | None = None,
+    ) -> WorkerSpec:  # fmt: skip
+        """``engine`` (default: the `engine` group's) on ``policy``, the `sandbox` group's
+        sandbox and, when given, the PPM scored as `ppm_scorer` says; folders as absolute
+        paths, as every node must see them."""
+        engine = engine or engine_config(params)
         sandbox = vars(group(params, "sandbox", SandboxConfig))
         scorer = vars(group(params, "ppm_scorer", PPMScorerConfig))
         return cls(engine.kind, str(Path(policy).resolve()), engine.options, sandbox,

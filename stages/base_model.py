@@ -19,6 +19,7 @@ from pipeline import layout
 from pipeline.config import ModelConfig, ParamsError, group, load_params
 from pipeline.io import write_json
 from pipeline.models.base import ModelError, prepare_base_model
+from stages.common import exit_without_teardown
 
 TINY_KEYS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "seed")
 
@@ -61,3 +62,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    exit_without_teardown()

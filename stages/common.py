@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 from pipeline.config import ParamsError
 
@@ -27,3 +31,13 @@ def errors_as_one_line(*errors: type[Exception]) -> Iterator[None]:
         yield
     except (ParamsError, *errors) as error:
         raise SystemExit(f"error: {error}") from None
+
+
+def exit_without_teardown(code: int | None = 0) -> NoReturn:
+    """End a stage whose outputs are written and closed. The exit handlers run (logging's, and
+    those ray and vLLM register), but not Python's teardown of every module, which only frees
+    memory and took 1.2 s of a training stage and 2.4 s of a vLLM stage here."""
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)

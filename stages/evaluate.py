@@ -19,7 +19,7 @@ from pipeline.executors import ExecutorError
 from pipeline.io import write_json
 from pipeline.models.base import ModelError
 from pipeline.problems.sources import ProblemSourceError
-from stages.common import errors_as_one_line, round_arguments
+from stages.common import errors_as_one_line, exit_without_teardown, round_arguments
 
 
 def main() -> None:
@@ -45,3 +45,4 @@ def main() -> None:
 if __name__ == "__main__":
     with errors_as_one_line(ExecutorError, ProblemSourceError, ModelError):
         main()
+    exit_without_teardown()

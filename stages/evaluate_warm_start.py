@@ -26,7 +26,7 @@ from pipeline.executors import ExecutorError
 from pipeline.io import write_json
 from pipeline.models.base import ModelError
 from pipeline.problems.sources import ProblemSourceError
-from stages.common import errors_as_one_line
+from stages.common import errors_as_one_line, exit_without_teardown
 
 TRAINING = layout.MODELS / "warm_start_metrics.json"
 EVALUATION = layout.DATA / "eval" / "r0.json"
@@ -101,3 +101,4 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     with errors_as_one_line(ExecutorError, ProblemSourceError, ModelError):
         main()
+    exit_without_teardown()

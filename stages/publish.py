@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from pipeline.release.publish import PublishError, build_dataset_folder, parse_rounds
+from stages.common import exit_without_teardown
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,4 +53,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_teardown(main())

@@ -34,7 +34,7 @@ from pipeline.search.rounds import (
     search_config,
     training_problems,
 )  # fmt: skip
-from stages.common import errors_as_one_line
+from stages.common import errors_as_one_line, exit_without_teardown
 
 
 def problem_status(
@@ -145,3 +145,4 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     with errors_as_one_line(ExecutorError, ModelError):
         main()
+    exit_without_teardown()

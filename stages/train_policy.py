@@ -26,7 +26,7 @@ from pipeline.io import write_json
 from pipeline.models.base import ModelError
 from pipeline.models.train.common import DataError, is_main_process
 from pipeline.models.train.sft import train_sft
-from stages.common import round_arguments
+from stages.common import exit_without_teardown, round_arguments
 
 
 def start_policy(params: dict[str, Any], round_key: str, from_base: bool) -> Path:
@@ -65,3 +65,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    exit_without_teardown()

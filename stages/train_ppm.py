@@ -21,7 +21,7 @@ from pipeline.io import write_json
 from pipeline.models.base import ModelError
 from pipeline.models.train.common import DataError, is_main_process
 from pipeline.models.train.ppm import train_ppm
-from stages.common import round_arguments
+from stages.common import exit_without_teardown, round_arguments
 
 
 def run(params: dict[str, Any], round_key: str) -> dict[str, Any]:
@@ -50,3 +50,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    exit_without_teardown()

@@ -18,7 +18,7 @@ from pipeline import layout
 from pipeline.config import PairsConfig, ParamsError, group, load_params
 from pipeline.io import write_json
 from pipeline.rules.checks import ValidationError, ValidationReport, validate_table, write_report
-from stages.common import round_arguments
+from stages.common import exit_without_teardown, round_arguments
 
 ROUND_TABLES = ("nodes", "trajectories", "sft", "pairs")
 
@@ -80,4 +80,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_teardown(main())

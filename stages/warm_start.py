@@ -31,6 +31,7 @@ from pipeline.models.train.common import DataError, is_main_process, remove_stal
 from pipeline.models.train.sft import train_sft
 from pipeline.search import steps
 from pipeline.search.rounds import bootstrap_problem_ids
+from stages.common import exit_without_teardown
 
 METRICS = layout.MODELS / "warm_start_metrics.json"
 DISABLED = (
@@ -88,3 +89,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    exit_without_teardown()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import MCTSConfig
+from pipeline.config import MCTSConfig, ParamsError
 from pipeline.evaluation.evaluate import (
     Chain,
     EvalConfig,
@@ -275,3 +275,36 @@ def test_the_ppm_is_loaded_only_when_a_method_asks_for_it(
     with pytest.raises(Captured):
         sharded.run_evaluation({}, EvalConfig(**methods), tmp_path / "policy", tmp_path / "ppm")
     assert (specs[0].ppm_path is not None) == loads_ppm
+
+
+@pytest.mark.parametrize(
+    ("evaluate_engine", "kind", "options"),
+    [({}, "vllm", {"dtype": "float32"}),
+     ({"kind": "transformers", "batch_size": 16}, "transformers", {"batch_size": 16})],
+)  # fmt: skip
+def test_evaluation_runs_its_own_engine_group_when_it_has_one(
+    monkeypatch, tmp_path, evaluate_engine, kind, options
+):
+    from pipeline.evaluation import sharded
+
+    class Captured(Exception):
+        pass
+
+    specs = []
+
+    def capture(kind, spec, ray):
+        specs.append(spec)
+        raise Captured
+
+    monkeypatch.setattr(sharded, "make_executor", capture)
+    params = {"engine": {"kind": "vllm", "dtype": "float32"}}
+    with pytest.raises(Captured):
+        sharded.run_evaluation(params, EvalConfig(engine=evaluate_engine), tmp_path / "policy")
+    assert (specs[0].engine_kind, specs[0].engine_options) == (kind, options)
+
+
+def test_a_wrong_evaluation_engine_is_an_error_naming_its_key():
+    with pytest.raises(ParamsError, match=r"^evaluate\.engine\.kind must be one of"):
+        EvalConfig(engine={"kind": "llamacpp"})
+    with pytest.raises(ParamsError, match=r"^evaluate\.engine\.kv_cache_gib must be > 0"):
+        EvalConfig(engine={"kind": "vllm", "kv_cache_gib": 0})

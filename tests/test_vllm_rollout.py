@@ -63,3 +63,17 @@ def test_killed_rollout_resumes_to_the_same_nodes_and_trees_are_sound(engine, sa
     report = run(engine, sandbox, tmp_path / "resumed", tmp_path / "resumed.parquet")
     assert report.shards_resumed == 2
     assert straight.equals(pl.read_parquet(tmp_path / "resumed.parquet"))
+
+
+def test_evaluation_on_vllm_scores_every_problem_and_repeats_itself(engine, sandbox):
+    # The smoke profile evaluates on the transformers engine (evaluate.engine): this is the
+    # default profile's path, greedy and sampled methods on the real vLLM engine.
+    from pipeline.config import EvalConfig
+    from pipeline.evaluation.evaluate import problem_outcomes
+
+    config = EvalConfig(samples=2, mcts_rollouts=0, temperature=1.0)
+    first = problem_outcomes(engine, sandbox, PROBLEMS[:3], CONFIG, config, None, seed=3)
+    again = problem_outcomes(engine, sandbox, PROBLEMS[:3], CONFIG, config, None, seed=3)
+    assert [outcome["problem_id"] for outcome in first] == ["p0", "p1", "p2"]
+    assert all(len(outcome["samples"]) == 2 for outcome in first)
+    assert first == again

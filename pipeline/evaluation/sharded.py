@@ -124,7 +124,9 @@ def run_evaluation(
     only) is not loaded. With ``resume_dir``, finished shards are kept there until the metrics
     are computed, so a killed run resumes where it stopped."""
     search = mcts_with_overrides(params, config.mcts, "evaluate.mcts")
-    spec = WorkerSpec.from_params(params, policy, ppm if config.uses_ppm else None)
+    spec = WorkerSpec.from_params(
+        params, policy, ppm if config.uses_ppm else None, config.engine_group(params)
+    )
     executor = make_executor(config.executor, spec, group(params, "ray", RayConfig))
     problems, levels = held_out_problems(config)
     shard_dir = None
