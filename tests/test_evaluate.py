@@ -308,3 +308,39 @@ def test_a_wrong_evaluation_engine_is_an_error_naming_its_key():
         EvalConfig(engine={"kind": "llamacpp"})
     with pytest.raises(ParamsError, match=r"^evaluate\.engine\.kv_cache_gib must be > 0"):
         EvalConfig(engine={"kind": "vllm", "kv_cache_gib": 0})
+
+
+def test_problems_of_a_file_that_are_training_seeds_too_are_flagged(tmp_path, monkeypatch, capsys):
+    import contextlib
+    import json
+
+    import polars as pl
+
+    from pipeline import layout
+    from pipeline.evaluation import sharded
+    from pipeline.evaluation.evaluate import held_out_problems, seen_in_training
+    from pipeline.ids import problem_id
+
+    trained, tested = "What is 2 + 3?", "What is 4 + 4?"
+    seeds = pl.DataFrame({
+        "problem_id": [problem_id(trained), problem_id(tested)], "question": [trained, tested],
+        "answer": ["5", "8"], "split": ["train", "test"], "meta": ["{}", "{}"],
+    })  # fmt: skip
+    seeds.write_parquet(tmp_path / "problems.parquet")
+    monkeypatch.setattr(layout, "PROBLEMS", tmp_path / "problems.parquet")
+    rows = [{"question": "what is  2 + 3?", "answer": "5"},  # the same once normalised
+            {"question": tested, "answer": "8"}, {"question": "What is 9 - 1?", "answer": "8"}]  # fmt: skip
+    file = tmp_path / "held_out.jsonl"
+    file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    config = EvalConfig(source=str(file), problems=0, samples=0, mcts_rollouts=0)
+    problems, _ = held_out_problems(config)
+    assert seen_in_training(problems, config.source) == [problem_id(trained)]
+    own_split, _ = held_out_problems(EvalConfig(problems=0))
+    assert seen_in_training(own_split, "seeds") == []
+
+    monkeypatch.setattr(sharded, "make_executor", lambda *args: contextlib.nullcontext())
+    monkeypatch.setattr(sharded, "evaluate_sharded", lambda *args: {"problems": 3})
+    metrics = sharded.run_evaluation({}, config, tmp_path / "policy")
+    assert metrics["seen_in_training"] == [problem_id(trained)]
+    assert "warning: 1 of the 3 problems of" in capsys.readouterr().err

@@ -356,3 +356,16 @@ def held_out_problems(config: EvalConfig) -> tuple[list[Problem], dict[str, str]
         ranked = ranked[: config.problems]
     problems = [Problem(row["problem_id"], row["question"], row["answer"]) for _, row in ranked]
     return problems, {row["problem_id"]: level for level, row in ranked}
+
+
+def seen_in_training(problems: Sequence[Problem], source: str) -> list[str]:
+    """The held-out problems that are also training seeds: the same normalised question, hence
+    the same ``problem_id``. Always none for the seeds' own test or validation split (a question
+    is in one split only); a problem file can share questions with the seeds the policy and the
+    PPM were trained on (MATH500 with MATH's test set as seeds, a GSM8K file with GSM8K train),
+    and then its accuracy is not held-out."""
+    if source == "seeds" or not layout.PROBLEMS.is_file():
+        return []
+    seeds = pl.read_parquet(layout.PROBLEMS, columns=["problem_id", "split"])
+    trained = set(seeds.filter(pl.col("split") == "train")["problem_id"])
+    return sorted(problem.problem_id for problem in problems if problem.problem_id in trained)

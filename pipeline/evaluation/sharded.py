@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +24,12 @@ from typing import Any
 from tqdm import tqdm
 
 from pipeline.config import EvalConfig, MCTSConfig, ParamsError, RayConfig, group
-from pipeline.evaluation.evaluate import held_out_problems, problem_outcomes, summarise
+from pipeline.evaluation.evaluate import (
+    held_out_problems,
+    problem_outcomes,
+    seen_in_training,
+    summarise,
+)
 from pipeline.executors import Executor, WorkerSpec, make_executor
 from pipeline.ids import fingerprint
 from pipeline.io import atomic_file
@@ -129,6 +135,11 @@ def run_evaluation(
     )
     executor = make_executor(config.executor, spec, group(params, "ray", RayConfig))
     problems, levels = held_out_problems(config)
+    seen = seen_in_training(problems, config.source)
+    if seen:
+        print(f"warning: {len(seen)} of the {len(problems)} problems of {config.source} are "
+              f"training seeds too (same question): their results are not held-out; "
+              f"the metrics list them under seen_in_training", file=sys.stderr)  # fmt: skip
     shard_dir = None
     if resume_dir is not None:
         shard_dir = resumable_shard_dir(resume_dir, config, search, spec, problems)
@@ -140,4 +151,4 @@ def run_evaluation(
             )
     if resume_dir is not None:
         shutil.rmtree(resume_dir)  # done: the metrics hold every outcome
-    return metrics
+    return metrics | {"seen_in_training": seen}
