@@ -252,14 +252,8 @@ def test_held_out_problems_take_the_levels_in_turn(tmp_path, monkeypatch):
     assert [p.problem_id for p in validation] == ["v"]
 
 
-@pytest.mark.parametrize(
-    ("methods", "loads_ppm"),
-    [({"samples": 0, "mcts_rollouts": 0}, False), ({"samples": 2, "mcts_rollouts": 0}, True),
-     ({"samples": 0, "mcts_rollouts": 1}, True)],
-)  # fmt: skip
-def test_the_ppm_is_loaded_only_when_a_method_asks_for_it(
-    monkeypatch, tmp_path, methods, loads_ppm
-):
+def worker_spec_of(monkeypatch, params: dict, config: EvalConfig, policy, ppm=None):
+    """The WorkerSpec run_evaluation builds; it stops before any engine or problem loads."""
     from pipeline.evaluation import sharded
 
     class Captured(Exception):
@@ -273,8 +267,22 @@ def test_the_ppm_is_loaded_only_when_a_method_asks_for_it(
 
     monkeypatch.setattr(sharded, "make_executor", capture)
     with pytest.raises(Captured):
-        sharded.run_evaluation({}, EvalConfig(**methods), tmp_path / "policy", tmp_path / "ppm")
-    assert (specs[0].ppm_path is not None) == loads_ppm
+        sharded.run_evaluation(params, config, policy, ppm)
+    return specs[0]
+
+
+@pytest.mark.parametrize(
+    ("methods", "loads_ppm"),
+    [({"samples": 0, "mcts_rollouts": 0}, False), ({"samples": 2, "mcts_rollouts": 0}, True),
+     ({"samples": 0, "mcts_rollouts": 1}, True)],
+)  # fmt: skip
+def test_the_ppm_is_loaded_only_when_a_method_asks_for_it(
+    monkeypatch, tmp_path, methods, loads_ppm
+):
+    spec = worker_spec_of(
+        monkeypatch, {}, EvalConfig(**methods), tmp_path / "policy", tmp_path / "ppm"
+    )
+    assert (spec.ppm_path is not None) == loads_ppm
 
 
 @pytest.mark.parametrize(
@@ -285,22 +293,11 @@ def test_the_ppm_is_loaded_only_when_a_method_asks_for_it(
 def test_evaluation_runs_its_own_engine_group_when_it_has_one(
     monkeypatch, tmp_path, evaluate_engine, kind, options
 ):
-    from pipeline.evaluation import sharded
-
-    class Captured(Exception):
-        pass
-
-    specs = []
-
-    def capture(kind, spec, ray):
-        specs.append(spec)
-        raise Captured
-
-    monkeypatch.setattr(sharded, "make_executor", capture)
     params = {"engine": {"kind": "vllm", "dtype": "float32"}}
-    with pytest.raises(Captured):
-        sharded.run_evaluation(params, EvalConfig(engine=evaluate_engine), tmp_path / "policy")
-    assert (specs[0].engine_kind, specs[0].engine_options) == (kind, options)
+    spec = worker_spec_of(
+        monkeypatch, params, EvalConfig(engine=evaluate_engine), tmp_path / "policy"
+    )
+    assert (spec.engine_kind, spec.engine_options) == (kind, options)
 
 
 def test_a_wrong_evaluation_engine_is_an_error_naming_its_key():
