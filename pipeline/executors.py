@@ -29,6 +29,7 @@ from pipeline.config import (
     engine_config,
     group,
 )
+from pipeline.memory import keep_freed_memory
 from pipeline.search.mcts import Problem
 
 
@@ -175,6 +176,7 @@ class ShardActor:
     """The Ray actor: builds its worker once, then runs one shard per call."""
 
     def __init__(self, spec: WorkerSpec) -> None:
+        keep_freed_memory()  # an actor's process is not a stage's: set what stages/__init__ sets
         self.worker = Worker.build(spec)
 
     def run(self, job: Job, problems: list[Problem], seed: int) -> Any:
