@@ -345,7 +345,7 @@ def _die_of_signal(number: int, _frame: object = None) -> None:
     """End this process as ``number`` would: in words when it is the run's pid 1, for real in a
     process the code forked (it is no pid 1)."""
     if os.getpid() == 1:
-        _exit_with_error(f"Killed: signal {number} ({_SIGNAL_NAMES.get(number, '?')})")
+        _exit_with_error(_killed_by(number))
     signal.signal(number, signal.SIG_DFL)
     signal.pthread_kill(threading.get_ident(), number)
 
@@ -469,10 +469,14 @@ def child_main(
 _SIGNAL_NAMES = {int(s): s.name for s in signal.Signals}
 
 
+def _killed_by(number: int) -> str:
+    """The error line of a run that signal ``number`` ended."""
+    return f"Killed: signal {number} ({_SIGNAL_NAMES.get(number, '?')})"
+
+
 def _status_error(status: int) -> str:
     if os.WIFSIGNALED(status):
-        number = os.WTERMSIG(status)
-        return f"Killed: signal {number} ({_SIGNAL_NAMES.get(number, '?')})"
+        return _killed_by(os.WTERMSIG(status))
     return f"ProcessExit: exit code {os.waitstatus_to_exitcode(status)}"
 
 

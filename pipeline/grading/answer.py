@@ -62,6 +62,11 @@ logger = logging.getLogger(__name__)
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 
 
+def has_box(text: str) -> bool:
+    """Whether ``text`` holds a ``\\boxed`` or ``\\fbox`` command (readable or not)."""
+    return any(command in text for command in _BOX_COMMANDS)
+
+
 def extract_answer(text: str) -> str | None:
     """Content of the last ``\\boxed{...}`` (or ``\\fbox{}``) in ``text``, braces balanced.
 
@@ -152,7 +157,7 @@ def restore_lost_backslashes(text: str) -> str:
 def _clean(text: str) -> str:
     """Formatting that never carries value; the result is what math-verify is given."""
     text = restore_lost_backslashes(text)
-    if any(command in text for command in _BOX_COMMANDS):
+    if has_box(text):
         text = extract_answer(text) or ""
     if "####" in text:  # a GSM8K answer line, or a whole worked solution ending in one
         text = text.rsplit("####", 1)[1]

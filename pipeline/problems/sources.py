@@ -36,7 +36,7 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.grading.answer import extract_answer, restore_lost_backslashes
+from pipeline.grading.answer import extract_answer, has_box, restore_lost_backslashes
 from pipeline.ids import hash_position, problem_id
 from pipeline.problems.generator import LEVELS, generate_problems
 from pipeline.problems.gsm8k import GSM8KFormatError, convert_worked_solution, looks_like_gsm8k
@@ -555,7 +555,7 @@ def _answer_part(row: _Row, value: object) -> str:
         # Repaired before _clean strips it: that leading TAB is the answer's backslash. (The CR of a CRLF
         # is followed by "\n", not a letter, so it is left for _clean.)
         text = _clean(row, "answer", restore_lost_backslashes(value))
-        if "\\boxed" in text or "\\fbox" in text:  # a MATH solution mapped to answer
+        if has_box(text):  # a MATH solution mapped to answer
             boxed = extract_answer(text)
             if boxed is None:
                 raise ProblemSourceError(
