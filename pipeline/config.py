@@ -318,6 +318,7 @@ class RoundConfig:
     unsolved_rollouts: int | None = None  # budget for problems unsolved in every earlier round
     prompt_style: Literal["sft", "few_shot"] = "sft"
     problems: int | None = None  # cap on training problems searched this round
+    skip_solved: bool = False  # leave out problems an earlier round solved, before the cap
     mcts: dict[str, Any] = field(default_factory=dict)  # this round's overrides of `mcts`
 
     def __post_init__(self) -> None:

@@ -41,7 +41,8 @@ def problem_status(
     nodes: pl.DataFrame, problems: list[Problem], previous: pl.DataFrame | None
 ) -> pl.DataFrame:
     """Per problem: solved this round, solved in any round so far, solved for the first time
-    this round, rounds attempted."""
+    this round, rounds attempted. Problems an earlier round solved stay listed when this round
+    does not search them (`skip_solved`), so that later rounds still know them as solved."""
     solved_now = set(nodes.filter(pl.col("correct").fill_null(False))["problem_id"].to_list())
     earlier = {} if previous is None else {
         row["problem_id"]: row for row in previous.iter_rows(named=True)
@@ -56,6 +57,13 @@ def problem_status(
             "solved_first": problem.problem_id in solved_now and not before.get("solved_ever", False),
             "rounds_attempted": int(before.get("rounds_attempted", 0)) + 1,
         })  # fmt: skip
+    searched = {problem.problem_id for problem in problems}
+    for problem_id, row in earlier.items():
+        if row.get("solved_ever") and problem_id not in searched:
+            rows.append({
+                "problem_id": problem_id, "solved": False, "solved_ever": True,
+                "solved_first": False, "rounds_attempted": int(row.get("rounds_attempted", 0)),
+            })  # fmt: skip
     return pl.DataFrame(rows, schema={"problem_id": pl.String, "solved": pl.Boolean,
                                       "solved_ever": pl.Boolean, "solved_first": pl.Boolean,
                                       "rounds_attempted": pl.Int32})  # fmt: skip

@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.config import CurriculumConfig, ParamsError
 from pipeline.evaluation.sharded import round_eval_config
+from pipeline.search.mcts import Problem
 from pipeline.search.rounds import (
     bootstrap_problem_ids,
     mcts_with_overrides,
@@ -16,6 +17,7 @@ from pipeline.search.rounds import (
     search_config,
     training_problems,
 )  # fmt: skip
+from stages.rollout import problem_status
 
 PARAMS = {
     "mcts": {"n_children": 12, "temperature": 0.7, "errors_threshold": 2, "max_depth": 16},
@@ -144,3 +146,41 @@ def test_rounds_can_leave_the_bootstrap_set_out():
     # By default the rounds search them too.
     kept = replace(curriculum, rounds_exclude_bootstrap=False)
     assert [p.problem_id for p in training_problems(frame, config, None, kept)] == ["p0", "p1"]
+
+
+def test_skip_solved_fills_the_cap_with_problems_no_round_solved():
+    levels = [1, 1, 1, 2, 2, 2]
+    frame = pl.DataFrame({
+        "problem_id": [f"p{i}" for i in range(6)], "question": ["q"] * 6, "answer": ["1"] * 6,
+        "split": ["train"] * 6, "solution": [None] * 6,
+        "meta": [f'{{"level": {level}}}' for level in levels],
+    })  # fmt: skip
+    status = pl.DataFrame({"problem_id": ["p0", "p3"], "solved_ever": [True, False]})
+    entry = {"rollouts": 2, "unsolved_rollouts": 5, "problems": 2}
+    again = round_config({"rounds": {"r2": entry}}, "r2")
+    assert [p.problem_id for p in training_problems(frame, again, status)] == ["p0", "p3"]
+    skipping = round_config({"rounds": {"r2": entry | {"skip_solved": True}}}, "r2")
+    searched = training_problems(frame, skipping, status)
+    # p0 is solved: the next level-1 problem takes its place; p3 keeps its extra rollouts.
+    assert [(p.problem_id, p.rollouts) for p in searched] == [("p1", 2), ("p3", 5)]
+
+
+def test_status_keeps_solved_problems_a_round_did_not_search():
+    previous = pl.DataFrame({
+        "problem_id": ["a", "b", "c"], "solved": [True, False, False],
+        "solved_ever": [True, False, False], "solved_first": [True, False, False],
+        "rounds_attempted": [1, 1, 1],
+    })  # fmt: skip
+    nodes = pl.DataFrame({"problem_id": ["b", "d"], "correct": [True, None]})
+    searched = [Problem(pid, "q", "1") for pid in ("b", "d")]
+    status = problem_status(nodes, searched, previous).sort("problem_id")
+    # a: solved in an earlier round and not searched now, so still known as solved; c: never
+    # solved and left out by this round, so it drops out, as before.
+    assert status.to_dicts() == [
+        {"problem_id": "a", "solved": False, "solved_ever": True, "solved_first": False,
+         "rounds_attempted": 1},
+        {"problem_id": "b", "solved": True, "solved_ever": True, "solved_first": True,
+         "rounds_attempted": 2},
+        {"problem_id": "d", "solved": False, "solved_ever": False, "solved_first": False,
+         "rounds_attempted": 1},
+    ]  # fmt: skip

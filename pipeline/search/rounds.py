@@ -104,12 +104,17 @@ def training_problems(
     `curriculum.rounds_exclude_bootstrap`, then the round's `problems` cap, taken level by level
     in turn (:func:`levels_in_turn`) so that a cap never leaves the search only the levels that
     sort first; each carries its rollout budget, `unsolved_rollouts` for a problem no earlier
-    round solved (``status``: the previous round's problem_status; when set), else `rollouts`."""
+    round solved (``status``: the previous round's problem_status; when set), else `rollouts`.
+    With `skip_solved` the problems an earlier round solved are left out before the cap, so the
+    cap fills their places with problems the rounds have not learnt yet."""
     frame = problems.filter(pl.col("split") == "train")
     if curriculum.rounds_exclude_bootstrap:
         frame = frame.filter(
             ~pl.col("problem_id").is_in(bootstrap_problem_ids(problems, curriculum))
         )
+    if config.skip_solved and status is not None:
+        solved = status.filter(pl.col("solved_ever"))["problem_id"].to_list()
+        frame = frame.filter(~pl.col("problem_id").is_in(solved))
     rows = [row for _, row in levels_in_turn(frame.iter_rows(named=True))]
     if config.problems is not None:
         rows = rows[: config.problems]
